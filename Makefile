@@ -1,0 +1,44 @@
+# Two commands on a fresh machine with python3 and pip:
+#   make lab    -> .venv, install, JupyterLab on notebooks/ (localhost, token on)
+#   make test   -> .venv, install, pytest and pytest --nbval notebooks
+# Both are idempotent: the install runs again only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The tested torch. It is installed *before* the package: here it resolves to a
+# local CPU build; an unpinned torch would pull several GB of CUDA packages.
+# GPU users: install a CUDA build of the same version into .venv first (see README),
+# it satisfies this pin and is kept.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.edc_lab-installed
+
+.PHONY: install test test-py test-nb lab bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install test-py test-nb
+
+test-py: install
+	$(BIN)/python -m pytest
+
+test-nb: install
+	$(BIN)/python -m pytest --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+
+lab: install
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.open_browser=False --ServerApp.root_dir=notebooks
+
+bench: install
+	$(BIN)/edc-lab bench --device cpu
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

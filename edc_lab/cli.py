@@ -1,0 +1,50 @@
+"""The ``edc-lab`` command line (also ``python -m edc_lab.cli``, the form torchrun uses).
+
+Each sub-command lives next to the code it drives; this file only dispatches.
+A sub-command module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "make-data": ("edc_lab.data.make_data", "write synthetic scenes in the M3M-CR or WHU-OPT-SAR layout"),
+    "train": ("edc_lab.train.cli", "train a teacher or a student (also under torchrun)"),
+    "evaluate": ("edc_lab.train.evaluate_cli", "evaluate a checkpoint and write the metric table"),
+    "predict": ("edc_lab.predict", "GeoTIFF in -> georeferenced class map out (sliding windows)"),
+    "bench": ("edc_lab.bench", "parameters, FLOPs, latency and memory of models"),
+    "lab": ("edc_lab.lab", "open JupyterLab on the notebooks (localhost, token on)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edc-lab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            command_parser.set_defaults(_missing=module_name)
+            continue
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", None):
+        print(f"edc-lab {args.command}: not available in this version ({args._missing} is missing)", file=sys.stderr)
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
