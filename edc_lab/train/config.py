@@ -1,0 +1,231 @@
+"""One dataclass holds every training setting (nanoGPT's habit), plus named profiles.
+
+A run is fully described by a :class:`TrainConfig`; the checkpoint stores it as
+a plain dict, so a result can always be traced to its settings. Values come, in
+increasing priority, from the dataclass defaults, a *profile*
+(:data:`PROFILES`: ``cpu-quick`` for a laptop, ``gpu-full`` for a GPU), a TOML
+file (stdlib ``tomllib``; the same keys, flat or under a ``[train]`` table) and
+finally explicit keyword arguments / command-line flags:
+
+>>> config = make_config(profile="cpu-quick", steps=50)
+>>> config.size, config.steps
+(96, 50)
+
+The loss weights (``lambda_cr``, ``lambda_kd``, ``lambda_kl``), the distillation
+region (``kd_region``) and the temperature are the knobs of DESIGN §2; the
+profile values are our choices, measured in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+STAGES = ("teacher", "student")
+DATASETS = ("synthetic", "m3mcr", "whu")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (see the module docstring for priorities)."""
+
+    # what to train
+    stage: str = "teacher"  # "teacher": cloud-free optical + SAR; "student": cloudy optical + SAR
+    model: str = "edc_tiny"  # any name of edc_lab.models.MODEL_NAMES
+    data: str = "synthetic"  # "synthetic" | "m3mcr" | "whu"
+    root: str | None = None  # dataset directory (m3mcr, whu)
+    out: str = "runs/edc"  # run directory: last.pt, history.json, config.json
+    profile: str | None = None  # the PROFILES entry the values came from (informative)
+    model_overrides: dict = field(default_factory=dict)  # extra build_model(**overrides)
+
+    # data
+    size: int = 128  # training patch size (pixels)
+    train_count: int = 256  # synthetic scenes in the training split
+    val_count: int = 32  # synthetic scenes in the validation split
+    cloud_cover: tuple = (0.2, 0.8)  # cloud cover range of the synthetic / WHU clouds
+    augment: bool = True  # random flips and 90° rotations, seeded by (seed, step)
+
+    # optimisation: AdamW, linear warm-up, cosine decay to min_lr_ratio * lr
+    steps: int = 1000
+    batch_size: int = 8  # per process
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0  # max gradient norm, 0 = off
+
+    # losses (DESIGN §2)
+    lambda_cr: float = 1.0  # Charbonnier cloud removal (student stage, models with a CR head)
+    cloud_weight: float = 5.0  # CR weight is 1 + cloud_weight * cloud_mask
+    lambda_kd: float = 1.0  # feature distillation (student stage with a teacher)
+    lambda_kl: float = 0.0  # logit distillation (KL with temperature), off by default
+    kd_region: str = "all"  # "all" | "clear" | "cloudy"
+    temperature: float = 2.0
+    teacher: str | None = None  # teacher checkpoint (student stage)
+    init_from_teacher: bool = False  # start the student from the teacher's weights
+
+    # machinery
+    seed: int = 0  # model initialisation, data order, augmentation
+    data_seed: int = 0  # which synthetic scenes (the validation split never repeats a training scene)
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    amp: str = "auto"  # "auto" (bf16 on GPUs that have it, else fp16; off on CPU) | "bf16" | "fp16" | "off"
+    deterministic: bool = True  # torch.use_deterministic_algorithms on CPU
+    num_workers: int = 0
+    eval_every: int = 100  # steps between validations (0 = only at the end)
+    checkpoint_every: int = 100  # steps between checkpoints (the last step always writes one)
+    progress: bool = True  # tqdm progress bar (rank 0 only)
+    resume: bool = False  # continue from <out>/last.pt when it exists
+
+    def validate(self) -> "TrainConfig":
+        """Raise one ValueError naming the first bad setting; return self."""
+        choices = {"stage": STAGES, "data": DATASETS, "amp": AMP_MODES, "kd_region": ("all", "clear", "cloudy")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, found {getattr(self, name)!r}")
+        for name in ("steps", "batch_size", "size", "train_count", "val_count"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name}: expected a positive integer, found {getattr(self, name)!r}")
+        for name in ("lr", "temperature"):
+            if float(getattr(self, name)) <= 0:
+                raise ValueError(f"{name}: expected > 0, found {getattr(self, name)!r}")
+        for name in ("lambda_cr", "lambda_kd", "lambda_kl", "weight_decay", "warmup_steps", "grad_clip", "cloud_weight"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: expected >= 0, found {getattr(self, name)!r}")
+        low, high = self.cloud_cover
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"cloud_cover: expected (low, high) with 0 <= low <= high <= 1, found {self.cloud_cover!r}")
+        if self.data != "synthetic" and not self.root:
+            raise ValueError(f"root: data={self.data!r} needs the dataset directory (--root DIR)")
+        if self.stage == "student" and (self.lambda_kd > 0 or self.lambda_kl > 0 or self.init_from_teacher) and not self.teacher:
+            raise ValueError(
+                "teacher: the student stage distils from a teacher checkpoint (--teacher CKPT); "
+                "set lambda_kd = lambda_kl = 0 to train a student without one"
+            )
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain dict (lists instead of tuples): JSON- and ``weights_only``-safe."""
+        values = dataclasses.asdict(self)
+        values["cloud_cover"] = [float(v) for v in self.cloud_cover]
+        return values
+
+
+#: Named starting points. cpu-quick: a few minutes per model on 2 CPU cores
+#: (measured in benchmarks/RESULTS.md); gpu-full: a real run on one GPU.
+PROFILES: dict[str, dict[str, Any]] = {
+    "cpu-quick": dict(
+        size=96,
+        batch_size=8,
+        steps=300,
+        train_count=128,
+        val_count=16,
+        lr=2e-3,
+        warmup_steps=20,
+        eval_every=100,
+        checkpoint_every=100,
+        num_workers=0,
+    ),
+    "gpu-full": dict(
+        size=256,
+        batch_size=16,
+        steps=20000,
+        train_count=4096,
+        val_count=256,
+        lr=6e-4,
+        warmup_steps=500,
+        eval_every=1000,
+        checkpoint_every=1000,
+        num_workers=8,
+        amp="auto",
+    ),
+}
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Check a value against the field's type (TOML and CLI give plain types)."""
+    if name not in FIELDS:
+        raise ValueError(f"{source}: unknown setting {name!r}; expected one of {sorted(FIELDS)}")
+    default = FIELDS[name].default
+    if default is dataclasses.MISSING:
+        default = FIELDS[name].default_factory()
+    if value is None:
+        if default is not None and name not in ("root", "teacher", "profile"):
+            raise ValueError(f"{source}: {name} may not be empty")
+        return None
+    expected = type(default) if default is not None else str
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{source}: {name}: expected true or false, found {value!r}")
+        return value
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{source}: {name}: expected an integer, found {value!r}")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{source}: {name}: expected a number, found {value!r}")
+        return float(value)
+    if expected is tuple:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (float(value), float(value))
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"{source}: {name}: expected [low, high], found {value!r}")
+        return (float(value[0]), float(value[1]))
+    if expected is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{source}: {name}: expected a table, found {value!r}")
+        return dict(value)
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{source}: {name}: expected a string, found {value!r}")
+    return value
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read the settings of a TOML file (flat keys or a ``[train]`` table)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: expected a TOML config file, found no such file")
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: expected valid TOML, found a syntax error: {error}") from None
+    values = document.get("train", document)
+    if "train" in document and len(document) > 1:
+        extra = sorted(set(document) - {"train"})
+        raise ValueError(f"{path}: expected settings at top level or under [train], found also {extra}")
+    return {name: _coerce(name, value, str(path)) for name, value in values.items()}
+
+
+def make_config(profile: str | None = None, toml: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults < profile < TOML file < ``overrides`` (``None`` overrides are skipped)."""
+    from_file = load_toml(toml) if toml else {}
+    overrides = {name: _coerce(name, value, "argument") for name, value in overrides.items() if value is not None}
+    profile = overrides.get("profile") or profile or from_file.get("profile")
+    values: dict[str, Any] = {}
+    if profile is not None:
+        if profile not in PROFILES:
+            raise ValueError(f"profile: expected one of {tuple(PROFILES)}, found {profile!r}")
+        values.update(PROFILES[profile])
+        values["profile"] = profile
+    values.update(from_file)
+    values.update(overrides)
+    return TrainConfig(**values).validate()
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config stored in a checkpoint (unknown keys of newer versions are refused)."""
+    return TrainConfig(**{name: _coerce(name, value, "checkpoint config") for name, value in values.items()})

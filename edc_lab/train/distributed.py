@@ -1,0 +1,154 @@
+"""Several processes, one training run: the few pieces DDP needs.
+
+``torchrun --nproc_per_node=N -m edc_lab.cli train ...`` starts N copies of
+the same program and tells each its ``RANK``, ``LOCAL_RANK`` and
+``WORLD_SIZE`` through environment variables. Each copy (*rank*):
+
+1. joins a process group (``gloo`` on CPU, ``nccl`` on GPUs), one GPU per rank;
+2. wraps its model in ``DistributedDataParallel``: after ``backward`` the
+   gradients are averaged across ranks, so every replica takes the same step and
+   the weights stay identical (:func:`parameter_digest` checks it);
+3. reads its own share of every global batch (:class:`StepSampler`, built on
+   ``DistributedSampler``);
+4. lets rank 0 alone write checkpoints and print.
+
+Without those variables everything here degrades to a single process, so the
+same ``train`` serves a laptop and a GPU cluster (DESIGN §2). Standard PyTorch
+practice; nothing here is from the paper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler, Sampler
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands: ``rank`` of ``world_size``, on ``device``."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"``: the local GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} was asked for, but torch finds no CUDA GPU (torch {torch.__version__})")
+    return device
+
+
+def setup(device: str = "auto") -> DistributedContext:
+    """Join the process group when launched by torchrun, else a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext(device=resolve_device(device))
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    resolved = resolve_device(device, local_rank)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+    return DistributedContext(rank, world_size, local_rank, resolved)
+
+
+def cleanup(context: DistributedContext) -> None:
+    """Leave the process group (safe to call in a single process)."""
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(context: DistributedContext) -> None:
+    if context.enabled:
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Sum a tensor over ranks in place (no-op in a single process)."""
+    if context.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(value, context: DistributedContext):
+    """Rank 0's ``value`` on every rank."""
+    if not context.enabled:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, bit for bit: equal digests = identical replicas."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class StepSampler(Sampler[int]):
+    """Sample indices for steps ``start_step, start_step + 1, ...``: data order = f(seed, step).
+
+    Epoch e is ``DistributedSampler(seed=seed).set_epoch(e)``'s permutation (each
+    rank its own disjoint slice, ``drop_last=True``); step s reads the batch at
+    position ``s * batch_size`` of the endless concatenation of epochs. Because
+    the order depends only on (seed, step), a run resumed at step s sees exactly
+    the batches an uninterrupted run would have seen, without replaying the
+    first s batches.
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int, start_step: int, total_steps: int,
+                 context: DistributedContext = DistributedContext()):
+        self.distributed = DistributedSampler(
+            dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True
+        )
+        self.per_epoch = len(self.distributed)
+        if self.per_epoch < batch_size:
+            raise ValueError(
+                f"dataset: {len(dataset)} samples over {context.world_size} process(es) is fewer than one batch of "
+                f"{batch_size}; lower --batch-size or use more samples"
+            )
+        self.batch_size = batch_size
+        self.start_step = start_step
+        self.total_steps = total_steps
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step) * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        position = self.start_step * self.batch_size
+        end = self.total_steps * self.batch_size
+        epoch = position // self.per_epoch
+        while position < end:
+            self.distributed.set_epoch(epoch)
+            order = list(self.distributed)
+            offset = position - epoch * self.per_epoch
+            for index in order[offset:]:
+                if position >= end:
+                    return
+                yield index
+                position += 1
+            epoch += 1

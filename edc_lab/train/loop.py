@@ -1,0 +1,604 @@
+"""The training loop: plain code, one path for a laptop CPU and a GPU cluster.
+
+Read :func:`train` from top to bottom; it is the whole story (nanoGPT's habit:
+no framework, no callbacks-within-callbacks). EDC's two stages (DESIGN §2,
+arXiv 2603.20811; the teacher–student scheme is CloudSeg's):
+
+* ``stage="teacher"``: the network sees the **cloud-free** optical image + SAR
+  and learns segmentation only (cross-entropy);
+* ``stage="student"``: the same architecture sees the **cloudy** optical image +
+  SAR; its loss adds the cloud-removal term (models with a cloud-removal head),
+  feature distillation from the frozen teacher (which sees the cloud-free image
+  of the same scene) and optionally logit distillation.
+
+Baselines train with the same loop: a model whose ``has_cloud_removal`` is False
+gets no cloud-removal term, single-modality models simply ignore one input.
+
+Machinery (our choices, standard practice):
+
+* device auto-detect; bf16 autocast on GPUs that support it, else fp16 with a
+  GradScaler; full precision and ``torch.use_deterministic_algorithms`` on CPU;
+* AdamW (no weight decay on biases and norms), linear warm-up then cosine decay;
+* the data order is a function of (seed, step) only (:class:`StepSampler`, and
+  augmentation drawn from a generator seeded by (seed, step, rank)); with the
+  RNG states in the checkpoint, ``resume=True`` continues *exactly*: on CPU a
+  resumed run ends with bit-identical weights to an uninterrupted one;
+* checkpoints are written atomically (:mod:`edc_lab.train.checkpoint`);
+* a non-finite loss stops the run *before* the weights are touched, naming the
+  step, so the last checkpoint stays a good one;
+* under ``torchrun`` the model is wrapped in DistributedDataParallel
+  (:mod:`edc_lab.train.distributed`); rank 0 writes and evaluates.
+
+The metrics history is a list of dicts (``{"split": "train", "step", "loss",
+"loss_seg", ..., "lr"}`` every step, ``{"split": "val", "step", "miou",
+"miou_cloudy", ...}`` at each validation), passed to ``callback(record,
+history)`` as it grows — a notebook plots it live.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from edc_lab.train import distributed
+from edc_lab.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unwrap,
+)
+from edc_lab.train.config import TrainConfig
+from edc_lab.train.losses import (
+    cloud_removal_loss,
+    combine_losses,
+    feature_distillation_loss,
+    logit_distillation_loss,
+    region_weight,
+    segmentation_loss,
+)
+from edc_lab.train.metrics import CloudRemovalMeter, SegmentationMeter, auroc, discrepancy_targets
+
+Callback = Callable[[dict, list], None]
+CHECKPOINT_NAME = "last.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+# --------------------------------------------------------------------------- small pieces
+def seed_everything(seed: int) -> None:
+    """Seed torch, NumPy and Python's ``random`` (CPU and all GPUs)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A generator whose state depends only on (seed, step, rank): per-step augmentation."""
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+@contextmanager
+def deterministic_mode(enabled: bool):
+    """``torch.use_deterministic_algorithms(True)`` inside the block, restored after."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: None on CPU or with ``"off"``; bf16 where the GPU has it, else fp16."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to ``min_ratio``.
+
+    ``step`` counts optimiser steps already taken (LambdaLR's convention).
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; matrices and kernels decay, biases / norms / 1-d parameters do not (nanoGPT's split)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        return lr_factor(step, config.warmup_steps, config.steps, config.min_lr_ratio)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+def augment_batch(batch: dict, generator: torch.Generator, size: int | None = None, flips: bool = True) -> dict:
+    """Random crop to ``size`` (when the samples are larger) and flips / 90° rotations, per sample.
+
+    Uses the data layer's transforms with an explicit generator, so the result
+    is a function of the generator's seed alone.
+    """
+    from edc_lab.data.transforms import Compose, RandomCrop, RandomFlip, RandomRotate90
+
+    steps = []
+    height, width = batch["label"].shape[-2:]
+    if size is not None and (height > size or width > size):
+        steps.append(RandomCrop(size))
+    if flips:
+        steps += [RandomFlip(), RandomRotate90()]
+    if not steps:
+        return batch
+    transform = Compose(steps)
+    batch_size = batch["label"].shape[0]
+    samples = [transform({key: value[i] for key, value in batch.items()}, generator=generator) for i in range(batch_size)]
+    return {key: torch.stack([sample[key] for sample in samples]) for key in batch}
+
+
+class CachedDataset(Dataset):
+    """Keeps every sample of a small dataset in memory after its first read.
+
+    Synthetic scenes are generated on the fly (deterministically per index);
+    for the few hundred scenes of a CPU run, generating each once is cheaper
+    than generating it again every epoch.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        if index not in self.cache:
+            self.cache[index] = self.dataset[index]
+        return self.cache[index]
+
+    def __getattr__(self, name: str):
+        if name in ("dataset", "cache"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def model_inputs(batch: dict, inputs: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(optical, sar) for ``inputs="cloudy"`` (the observed image) or ``"clear"`` (cloud-free)."""
+    if inputs == "clear":
+        if not bool(batch["has_clear"].all()):
+            raise ValueError("inputs='clear' (teacher): this dataset has samples without a cloud-free optical image")
+        return batch["optical_clear"], batch["sar"]
+    if inputs != "cloudy":
+        raise ValueError(f"inputs: expected 'cloudy' or 'clear', found {inputs!r}")
+    return batch["optical"], batch["sar"]
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    data: Dataset | DataLoader,
+    *,
+    inputs: str = "cloudy",
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    amp_dtype: torch.dtype | None = None,
+    num_classes: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Segmentation, cloud-removal and discrepancy metrics of a model on a dataset.
+
+    Args:
+        model: a model of :func:`edc_lab.models.build_model` (forward contract).
+        data: a dataset of torch samples or a DataLoader over one.
+        inputs: ``"cloudy"`` (default: the real task) or ``"clear"`` (cloud-free
+            optical, the teacher's condition).
+        num_classes: default: the dataset's ``num_classes``, else the logits'.
+
+    Returns a JSON-ready dict: ``miou``, ``oa``, ``mean_f1``, ``miou_cloudy``,
+    ``miou_clear`` (headline numbers), ``segmentation`` (per region: per-class
+    IoU / F1, confusion matrix), ``cloud_removal`` (PSNR / SSIM / SAM, models
+    with a cloud-removal head), ``auroc`` (per stage: discrepancy map vs the
+    cloud mask on that stage's grid; empty for models without one) and
+    ``images``.
+    """
+    was_training = model.training
+    model.eval()
+    if device is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    device = torch.device(device)
+    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+    if num_classes is None:
+        num_classes = getattr(loader.dataset, "num_classes", None)
+    segmentation = None
+    cloud_removal = CloudRemovalMeter()
+    scores: dict[int, list] = {}
+    labels: dict[int, list] = {}
+    images = 0
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    for batch in _progress(loader, progress, "evaluate"):
+        batch = to_device(batch, device)
+        optical, sar = model_inputs(batch, inputs)
+        with autocast:
+            outputs = model(optical, sar)
+        logits = outputs["logits"].float()
+        if segmentation is None:
+            segmentation = SegmentationMeter(num_classes or logits.shape[1])
+        segmentation.update(logits.argmax(dim=1), batch["label"], batch["cloud_mask"])
+        if outputs.get("cloudfree") is not None and bool(batch["has_clear"].all()):
+            cloud_removal.update(outputs["cloudfree"].float(), batch["optical_clear"])
+        for stage, discrepancy in enumerate(outputs.get("discrepancy") or []):
+            if discrepancy is None:
+                continue
+            stage_scores, stage_labels = discrepancy_targets(discrepancy.float(), batch["cloud_mask"])
+            scores.setdefault(stage, []).append(stage_scores)
+            labels.setdefault(stage, []).append(stage_labels)
+        images += logits.shape[0]
+    model.train(was_training)
+    if segmentation is None:
+        raise ValueError("evaluate: the dataset is empty")
+    regions = segmentation.compute()
+    result = {
+        "miou": regions["all"]["miou"],
+        "oa": regions["all"]["oa"],
+        "mean_f1": regions["all"]["mean_f1"],
+        "miou_cloudy": regions["cloudy"]["miou"],
+        "miou_clear": regions["clear"]["miou"],
+        "segmentation": regions,
+        "cloud_removal": cloud_removal.compute(),
+        "auroc": [auroc(torch.cat(scores[s]), torch.cat(labels[s])) for s in sorted(scores)],
+        "images": images,
+        "inputs": inputs,
+    }
+    return result
+
+
+def _progress(iterable, enabled: bool, description: str, total: int | None = None, initial: int = 0):
+    """A ``tqdm.auto`` bar (a widget in Jupyter, text in a terminal), or the iterable itself."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, total=total, initial=initial, leave=True, dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------- building blocks of a run
+def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
+    """(train, validation) datasets of the config, cached in memory when synthetic.
+
+    The validation split is the data layer's ``"val"`` split for synthetic scenes
+    (its own seed range: never a training or test scene), ``"test"`` otherwise.
+    """
+    from edc_lab.data.datasets import build_dataset
+
+    common = dict(root=config.root, size=config.size, cloud_cover=tuple(config.cloud_cover), seed=config.data_seed)
+    # training crops come from augment_batch (seeded by the step), not from the reader's global RNG
+    train_set = build_dataset(config.data, split="train", count=config.train_count, transforms=_unchanged, **common)
+    val_split = "val" if config.data == "synthetic" else "test"
+    val_set = build_dataset(config.data, split=val_split, count=config.val_count, **common)
+    if config.data == "synthetic":
+        train_set, val_set = CachedDataset(train_set), CachedDataset(val_set)
+    return train_set, val_set
+
+
+def _unchanged(sample: dict) -> dict:
+    return sample
+
+
+def dataset_info(dataset: Dataset, config: TrainConfig) -> dict:
+    """What ``predict`` needs to treat new images like the training data (stored in checkpoints)."""
+    return {
+        "name": config.data,
+        "num_classes": int(dataset.num_classes),
+        "class_names": list(dataset.class_names),
+        "class_colors": list(getattr(dataset, "class_colors", []) or []),
+        "in_sar": int(dataset.in_sar),
+        "size": int(config.size),
+    }
+
+
+def load_teacher(config: TrainConfig, device: torch.device, student_args: dict) -> torch.nn.Module:
+    """The frozen teacher: loaded from its checkpoint, eval mode, no gradients."""
+    teacher, meta = load_checkpoint(config.teacher, map_location=device)
+    for key in ("num_classes", "in_sar", "in_optical"):
+        if key in student_args and teacher.build_args.get(key) != student_args[key]:
+            raise ValueError(
+                f"{config.teacher}: expected a teacher with {key}={student_args[key]} like the student, "
+                f"found {key}={teacher.build_args.get(key)}"
+            )
+    if meta.get("config", {}).get("stage") not in (None, "teacher"):
+        print(f"note: {config.teacher} was trained as a {meta['config']['stage']}, used as the teacher", file=sys.stderr)
+    teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def compute_losses(
+    outputs: dict,
+    batch: dict,
+    config: TrainConfig,
+    has_cloud_removal: bool,
+    teacher_outputs: dict | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The stage's loss terms and their weighted sum (DESIGN §2).
+
+    Returns ``(total, terms)`` with terms ``seg`` always, ``cr`` (student, model
+    with a cloud-removal head, lambda_cr > 0), ``kd`` / ``kl`` (student with a
+    teacher and lambda_kd / lambda_kl > 0).
+    """
+    terms = {"seg": segmentation_loss(outputs["logits"], batch["label"])}
+    student = config.stage == "student"
+    if student and has_cloud_removal and config.lambda_cr > 0 and outputs.get("cloudfree") is not None:
+        terms["cr"] = cloud_removal_loss(
+            outputs["cloudfree"],
+            batch["optical_clear"],
+            batch["cloud_mask"],
+            cloud_weight=config.cloud_weight,
+            valid=batch["has_clear"],
+        )
+    if student and teacher_outputs is not None:
+        if config.lambda_kd > 0 and outputs.get("features"):
+            terms["kd"] = feature_distillation_loss(
+                outputs["features"], teacher_outputs["features"], batch["cloud_mask"], config.kd_region
+            )
+        if config.lambda_kl > 0:
+            weight = region_weight(batch["cloud_mask"], tuple(outputs["logits"].shape[-2:]), config.kd_region)
+            terms["kl"] = logit_distillation_loss(
+                outputs["logits"], teacher_outputs["logits"], config.temperature, weight=weight
+            )
+    weights = {"cr": config.lambda_cr, "kd": config.lambda_kd, "kl": config.lambda_kl}
+    return combine_losses(terms, weights), terms
+
+
+# --------------------------------------------------------------------------- the loop
+def train(config: TrainConfig, callback: Callback | None = None) -> list[dict]:
+    """Train one model as ``config`` says; return the metrics history.
+
+    Writes ``<out>/last.pt`` (checkpoint), ``<out>/history.json`` and
+    ``<out>/config.json``. Under torchrun every rank calls this; rank 0 writes.
+    Raises :class:`NonFiniteLossError` when the loss stops being finite.
+    """
+    config.validate()
+    context = distributed.setup(config.device)
+    try:
+        with deterministic_mode(config.deterministic and context.device.type == "cpu"):
+            return _train(config, context, callback)
+    finally:
+        distributed.cleanup(context)
+
+
+def _train(config: TrainConfig, context: distributed.DistributedContext, callback: Callback | None) -> list[dict]:
+    from edc_lab.models import build_model
+
+    device = context.device
+    out = Path(config.out)
+    checkpoint_path = out / CHECKPOINT_NAME
+    show = config.progress and context.is_main
+
+    # 1. what to resume from (decided before anything consumes random numbers)
+    resume_from = None
+    if checkpoint_path.exists():
+        if not config.resume:
+            raise ValueError(
+                f"{checkpoint_path}: a checkpoint already exists; pass --resume (resume=True) to continue it, "
+                f"or choose another --out"
+            )
+        resume_from = read_checkpoint(checkpoint_path, map_location=device)
+        _check_resumable(resume_from, config, checkpoint_path)
+
+    # 2. data, model, teacher, optimiser: identical on every rank (same seed)
+    seed_everything(config.seed)
+    train_set, val_set = build_datasets(config)
+    info = dataset_info(train_set, config)
+    model = build_model(
+        config.model, in_optical=4, in_sar=info["in_sar"], num_classes=info["num_classes"], **config.model_overrides
+    ).to(device)
+    teacher = None
+    if config.stage == "student" and config.teacher:
+        teacher = load_teacher(config, device, model.build_args)
+        if config.init_from_teacher and resume_from is None:
+            model.load_state_dict(teacher.state_dict())
+    has_cloud_removal = bool(getattr(model, "has_cloud_removal", False))
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    amp_dtype = resolve_amp(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    history: list[dict] = []
+    start_step = 0
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"])
+        optimizer.load_state_dict(resume_from["optimizer"])
+        scheduler.load_state_dict(resume_from["scheduler"])
+        if resume_from.get("scaler"):
+            scaler.load_state_dict(resume_from["scaler"])
+        history = list(resume_from.get("history") or [])
+        start_step = int(resume_from["step"])
+    if context.enabled:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,  # e.g. a teacher's cloud-removal head gets no gradient
+        )
+    else:
+        wrapped = model
+
+    # 3. the batches of steps start_step .. steps-1, a function of (seed, step) only
+    sampler = distributed.StepSampler(train_set, config.batch_size, config.seed, start_step, config.steps, context)
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
+        persistent_workers=False,
+    )
+    batches = iter(loader)
+    if resume_from is not None:
+        states = resume_from["rng"]
+        set_rng_state(states[context.rank] if len(states) == context.world_size else states[0])
+        if context.is_main:
+            print(f"resumed {checkpoint_path} at step {start_step} of {config.steps}", file=sys.stderr)
+    del resume_from
+
+    inputs = "clear" if config.stage == "teacher" else "cloudy"
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    last_good = start_step if checkpoint_path.exists() else None
+    bar = _progress(range(start_step, config.steps), show, f"{config.stage} {config.model}", config.steps, start_step)
+    wrapped.train()
+    tick = time.perf_counter()
+    for step in bar:
+        batch = to_device(next(batches), device)
+        if config.augment or batch["label"].shape[-1] > config.size or batch["label"].shape[-2] > config.size:
+            batch = augment_batch(batch, step_generator(config.seed, step, context.rank), config.size, config.augment)
+        optical, sar = model_inputs(batch, inputs)
+
+        # forward: the student (and the frozen teacher on the cloud-free image)
+        with autocast:
+            outputs = wrapped(optical, sar)
+            teacher_outputs = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_outputs = teacher(batch["optical_clear"], batch["sar"])
+            loss, terms = compute_losses(outputs, batch, config, has_cloud_removal, teacher_outputs)
+
+        # stop before touching the weights if any rank's loss is not finite
+        values = torch.stack([loss.detach().float()] + [t.detach().float() for t in terms.values()])
+        values = distributed.all_reduce_sum(values, context) / context.world_size
+        if not bool(torch.isfinite(values).all()):
+            where = f"{checkpoint_path} (step {last_good})" if last_good is not None else "none written yet"
+            raise NonFiniteLossError(
+                f"step {step + 1} of {config.steps}: the loss is not finite "
+                f"({', '.join(f'{k}={v:.4g}' for k, v in zip(['total', *terms], values.tolist()))}); "
+                f"stopped before updating the weights. Last good checkpoint: {where}. "
+                f"Try a lower lr, amp='off', or check the data for NaN/Inf."
+            )
+
+        # backward and update
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+
+        now = time.perf_counter()
+        record = {"split": "train", "step": step + 1, "loss": values[0].item()}
+        record.update({f"loss_{name}": value for name, value in zip(terms, values[1:].tolist())})
+        record.update({"lr": scheduler.get_last_lr()[0], "seconds": now - tick})
+        tick = now
+        history.append(record)
+        if show and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+        if callback is not None and context.is_main:
+            callback(record, history)
+
+        done = step + 1
+        if (config.eval_every and done % config.eval_every == 0) or done == config.steps:
+            if context.is_main:
+                metrics = evaluate(model, val_set, inputs=inputs, batch_size=config.batch_size, device=device, amp_dtype=amp_dtype)
+                val_record = {
+                    "split": "val",
+                    "step": done,
+                    **{key: metrics[key] for key in ("miou", "oa", "mean_f1", "miou_cloudy", "miou_clear")},
+                    "auroc": metrics["auroc"],
+                }
+                history.append(val_record)
+                if callback is not None:
+                    callback(val_record, history)
+            distributed.barrier(context)
+            tick = time.perf_counter()
+        if done % max(1, config.checkpoint_every) == 0 or done == config.steps:
+            _write_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, done, config, info, history, context)
+            last_good = done
+    if show and hasattr(bar, "close"):
+        bar.close()
+
+    _check_replicas(model, context)
+    return history
+
+
+def _check_resumable(payload: dict, config: TrainConfig, path: Path) -> None:
+    stored = payload.get("config") or {}
+    for key in ("stage", "model", "data", "size", "batch_size", "seed", "data_seed", "train_count"):
+        if key in stored and stored[key] != getattr(config, key):
+            raise ValueError(
+                f"{path}: cannot resume: the checkpoint was trained with {key}={stored[key]!r}, "
+                f"this run asks for {key}={getattr(config, key)!r}"
+            )
+    if int(payload["step"]) > config.steps:
+        raise ValueError(f"{path}: cannot resume: the checkpoint is at step {payload['step']}, beyond steps={config.steps}")
+
+
+def _write_checkpoint(path, model, optimizer, scheduler, scaler, step, config, info, history, context) -> None:
+    """Gather every rank's RNG state; rank 0 writes checkpoint, history and config."""
+    states = [rng_state()]
+    if context.enabled:
+        states = [None] * context.world_size
+        torch.distributed.all_gather_object(states, rng_state())
+    if context.is_main:
+        raw = unwrap(model)
+        save_checkpoint(
+            path,
+            {
+                "model": raw.state_dict(),
+                "build_args": dict(raw.build_args),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "step": step,
+                "rng": states,
+                "config": config.to_dict(),
+                "data": info,
+                "history": history,
+            },
+        )
+        (path.parent / "history.json").write_text(json.dumps(history, indent=0, allow_nan=True))
+        (path.parent / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    distributed.barrier(context)
+
+
+def _check_replicas(model: torch.nn.Module, context: distributed.DistributedContext) -> None:
+    """Under DDP: every rank prints its weights' digest; rank 0 refuses diverged replicas."""
+    if not context.enabled:
+        return
+    digest = distributed.parameter_digest(unwrap(model))
+    digests = [None] * context.world_size
+    torch.distributed.all_gather_object(digests, digest)
+    print(f"rank {context.rank}/{context.world_size}: finished, parameter digest {digest}", flush=True)
+    if context.is_main and len(set(digests)) != 1:
+        raise RuntimeError(f"DDP replicas diverged: parameter digests per rank {digests}")

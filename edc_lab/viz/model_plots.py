@@ -1,0 +1,259 @@
+"""Pictures of what the EDC blocks do: windows and carrier cells, attention, discrepancy, gates.
+
+Used by notebooks 02 (carrier tokens), 03 (discrepancy maps) and 04 (DCHF
+gating). Every function draws on matplotlib axes it is given (or makes a small
+figure) and returns the figure, so notebooks stay short. Maps at a stage's
+stride are brought back to the image grid here (``upsample_map``), nearest for
+cell-wise quantities (so a cell looks like a cell) and bilinear for per-pixel
+maps.
+
+Whose idea: all of it is edc_lab's teaching material around the paper's
+blocks (EDC, arXiv 2603.20811; carrier tokens from FasterViT, ICCV 2023).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.patches import Rectangle
+
+__all__ = [
+    "upsample_map",
+    "draw_windows",
+    "plot_windows_and_carriers",
+    "plot_carrier_attention",
+    "plot_discrepancy_row",
+    "plot_gates",
+    "plot_cost_curves",
+    "trace_fusions",
+]
+
+
+def _as_numpy(array) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().float().cpu().numpy()
+    return np.asarray(array)
+
+
+def _optical_rgb(optical) -> np.ndarray:
+    from edc_lab.viz.plots import rgb
+
+    optical = _as_numpy(optical)
+    return rgb(optical[0] if optical.ndim == 4 else optical)
+
+
+def trace_fusions(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tensor) -> tuple[dict, list[dict]]:
+    """Run ``model(optical, sar)`` and record what each fusion block (DCHF or plain sum) saw and returned.
+
+    Works on models with ``model.encoder.fusions`` (EDC and its ablations).
+    Returns ``(outputs, trace)``: the model's output dict and, per stage k = 1..4,
+    ``{"optical", "sar", "cross"}`` (the fusion's inputs ``O_k``, ``S_k``, ``X_k``;
+    ``cross`` is None at stage 1) and ``"info"`` (the full info dict, including
+    ``global_context``, ``local_mix`` and ``cell_reliability``, which the model's
+    output does not carry). Tensors are detached.
+    """
+    fusions = getattr(getattr(model, "encoder", None), "fusions", None)
+    if fusions is None:
+        raise ValueError(f"trace_fusions: {type(model).__name__} has no encoder.fusions (not an EDC-style model)")
+    trace: list[dict] = [{} for _ in fusions]
+
+    def detach(value):
+        if isinstance(value, torch.Tensor):
+            return value.detach()
+        if isinstance(value, dict):
+            return {key: detach(item) for key, item in value.items()}
+        return value
+
+    def make_hook(stage):
+        def hook(module, args, output):
+            optical_k, sar_k, *rest = args
+            trace[stage].update(optical=optical_k.detach(), sar=sar_k.detach(), cross=detach(rest[0] if rest else None),
+                                info=detach(output[3]))
+
+        return hook
+
+    handles = [fusion.register_forward_hook(make_hook(stage)) for stage, fusion in enumerate(fusions)]
+    try:
+        outputs = model(optical, sar)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs, trace
+
+
+def upsample_map(values, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """A map ``(B, 1, h, w)``, ``(1, h, w)`` or ``(h, w)`` (first image taken) -> numpy ``(H, W)``.
+
+    ``mode``: ``"bilinear"`` for per-pixel maps, ``"nearest"`` for cell-wise ones.
+    """
+    values = torch.as_tensor(values).detach().float().cpu()
+    while values.dim() < 4:
+        values = values[None]
+    values = values[:1, :1]
+    if tuple(values.shape[-2:]) != tuple(size):
+        kwargs = {"align_corners": False} if mode == "bilinear" else {}
+        values = F.interpolate(values, size=tuple(size), mode=mode, **kwargs)
+    return values[0, 0].numpy()
+
+
+def draw_windows(
+    ax,
+    size: tuple[int, int],
+    window_pixels: int,
+    carriers: int = 1,
+    *,
+    color: str = "white",
+    show_carriers: bool = True,
+) -> None:
+    """Outline the attention windows (solid) and carrier cells (dotted, with a dot per carrier).
+
+    Args:
+        ax: matplotlib axes already showing an ``H x W`` image.
+        size: ``(H, W)`` of the image in pixels.
+        window_pixels: window side in image pixels (window in tokens x the stage's stride).
+        carriers: carrier tokens per window side.
+    """
+    height, width = size
+    cell = window_pixels / carriers
+    rows, cols = -(-height // window_pixels), -(-width // window_pixels)
+    if show_carriers and carriers > 1:
+        for line in np.arange(cell, rows * window_pixels, cell):
+            ax.axhline(line - 0.5, color=color, lw=0.6, ls=":")
+        for line in np.arange(cell, cols * window_pixels, cell):
+            ax.axvline(line - 0.5, color=color, lw=0.6, ls=":")
+    for row in range(rows):
+        for col in range(cols):
+            ax.add_patch(
+                Rectangle(
+                    (col * window_pixels - 0.5, row * window_pixels - 0.5), window_pixels, window_pixels,
+                    fill=False, edgecolor=color, lw=1.2,
+                )
+            )
+    if show_carriers:
+        centres = (np.arange(rows * carriers) + 0.5) * cell - 0.5, (np.arange(cols * carriers) + 0.5) * cell - 0.5
+        yy, xx = np.meshgrid(*centres, indexing="ij")
+        ax.scatter(xx.ravel(), yy.ravel(), s=10, c=color, edgecolors="black", linewidths=0.4, zorder=3)
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+
+
+def plot_windows_and_carriers(optical, window: int, stride: int, carriers: int = 1, ax=None, title: str | None = None):
+    """True-colour ``optical (4, H, W)`` with the windows and carrier cells of a stage drawn on it.
+
+    ``window`` is in tokens of the stage, ``stride`` its down-sampling factor, so a
+    window covers ``window * stride`` image pixels. Returns the figure.
+    """
+    image = _optical_rgb(optical)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.5, 3.5))
+    ax.imshow(image)
+    draw_windows(ax, image.shape[:2], window * stride, carriers)
+    ax.set_title(title or f"windows {window}x{window} tokens, {carriers}x{carriers} carrier(s) each", fontsize=9)
+    ax.set_axis_off()
+    return ax.figure
+
+
+def plot_carrier_attention(optical, maps: dict, stride: int, carrier_index: tuple[int, int], window: int,
+                           carriers: int = 1, axes=None):
+    """Where one carrier token looks: image, its global attention, its local attention.
+
+    Args:
+        optical: ``(4, H, W)`` image.
+        maps: ``carrier_attention_maps(block, carrier_index)`` of a block run on the
+            stride-``stride`` feature map of this image.
+        stride, window, carriers: geometry of that block.
+    """
+    image = _optical_rgb(optical)
+    size = image.shape[:2]
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    cell_pixels = window * stride // carriers
+    row, col = carrier_index
+    for ax in axes:
+        ax.imshow(image)
+        ax.set_axis_off()
+    draw_windows(axes[0], size, window * stride, carriers)
+    axes[0].add_patch(Rectangle((col * cell_pixels - 0.5, row * cell_pixels - 0.5), cell_pixels, cell_pixels,
+                                fill=False, edgecolor="red", lw=2))
+    axes[0].set_title(f"carrier {carrier_index}", fontsize=9)
+    for ax, key, title in ((axes[1], "global_pixels", "global step: over all carriers"),
+                           (axes[2], "local", "local step: over its window")):
+        heat = upsample_map(maps[key], size, mode="nearest")
+        ax.imshow(heat, cmap="magma", alpha=0.75, vmin=0)
+        ax.add_patch(Rectangle((col * cell_pixels - 0.5, row * cell_pixels - 0.5), cell_pixels, cell_pixels,
+                               fill=False, edgecolor="cyan", lw=1.5))
+        ax.set_title(title, fontsize=9)
+    return axes[0].figure
+
+
+def plot_discrepancy_row(optical, sar, discrepancy, cloud_mask, axes=None, title: str = "discrepancy D"):
+    """Optical (true colour), SAR (VV), discrepancy ``D`` (on the image grid) and the true cloud mask.
+
+    ``optical (4, H, W)``, ``sar (Cs, H, W)``, ``discrepancy`` any ``(.., h, w)`` map in [0, 1],
+    ``cloud_mask (H, W)``. Returns the figure.
+    """
+    sar = _as_numpy(sar)
+    sar = sar[0] if sar.ndim == 4 else sar
+    mask = _as_numpy(cloud_mask)
+    mask = mask.reshape(mask.shape[-2:])
+    if axes is None:
+        _, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+    axes[0].imshow(_optical_rgb(optical))
+    axes[0].set_title("optical (true colour)", fontsize=9)
+    axes[1].imshow(sar[0], cmap="gray")
+    axes[1].set_title("SAR (VV)", fontsize=9)
+    image = axes[2].imshow(upsample_map(discrepancy, mask.shape), cmap="magma", vmin=0, vmax=1)
+    axes[2].set_title(title, fontsize=9)
+    axes[3].imshow(mask, cmap="gray", vmin=0, vmax=1)
+    axes[3].set_title("true cloud mask", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    axes[2].figure.colorbar(image, ax=axes[2], fraction=0.046, pad=0.02)
+    return axes[0].figure
+
+
+def plot_gates(info: dict, cloud_mask=None, axes=None, size: tuple[int, int] | None = None):
+    """One DCHF's maps: D, the optical gate, the SAR gate, |G| and the cell reliability (+ the mask).
+
+    ``info`` is the dict a ``DCHF`` returned; gates and ``G`` are averaged over
+    channels (first image of the batch). Maps are shown on ``size`` (default: the
+    cloud mask's grid, else the stage's own).
+    """
+    mask = None if cloud_mask is None else _as_numpy(cloud_mask).reshape(_as_numpy(cloud_mask).shape[-2:])
+    size = size or (mask.shape if mask is not None else tuple(info["discrepancy"].shape[-2:]))
+    panels = [
+        ("discrepancy D", info["discrepancy"], "bilinear", (0, 1)),
+        ("optical gate (mean over C)", info["gates"]["optical"].mean(1, keepdim=True), "bilinear", (0, 1)),
+        ("SAR gate (mean over C)", info["gates"]["sar"].mean(1, keepdim=True), "bilinear", (0, 1)),
+        ("|G| (mean over C)", info["global_context"].abs().mean(1, keepdim=True), "nearest", (None, None)),
+        ("cell reliability", info["cell_reliability"], "nearest", (0, 1)),
+    ]
+    if mask is not None:
+        panels.append(("true cloud mask", torch.as_tensor(mask)[None, None], "nearest", (0, 1)))
+    if axes is None:
+        _, axes = plt.subplots(1, len(panels), figsize=(10, 2.4))
+    for ax, (title, values, mode, (low, high)) in zip(axes, panels):
+        ax.imshow(upsample_map(values, size, mode), cmap="gray" if "mask" in title else "viridis", vmin=low, vmax=high)
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    return axes[0].figure
+
+
+def plot_cost_curves(tokens: Sequence[float], series: dict[str, Sequence[float]], ylabel: str, ax=None,
+                     title: str | None = None):
+    """Log-log cost curves: ``series`` name -> values, against the number of tokens."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 3))
+    for name, values in series.items():
+        ax.loglog(tokens, values, "o-", label=name)
+    ax.set_xlabel("tokens (H x W)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", lw=0.3)
+    return ax.figure

@@ -1,0 +1,249 @@
+"""Plots of optical–SAR samples: true colour, false colour, SAR, labels, cloud masks.
+
+The idea in plain words
+-----------------------
+Reflectance and backscatter are small numbers with long tails, so showing them
+raw gives dark, washed-out pictures. The usual remedy (our choice here, common
+remote-sensing practice) is a *percentile stretch*: map the 2nd percentile of
+each band to black and the 98th to white, clip the rest. True colour shows
+red, green, blue; *false colour* shows NIR, red, green as RGB, so vegetation
+(bright in NIR) turns red and water (dark in NIR) black. Labels are coloured
+with a fixed palette, with the ignore index shown transparent (or black).
+
+Every function accepts numpy arrays, torch tensors or ``xarray`` objects and
+never changes its input. Figures stay small (width <= 10 in, height <= 3.5 in)
+for notebooks that are executed in CI.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from edc_lab.data.sample import IGNORE_INDEX, OPTICAL_BANDS, WHU_CLASSES, WHU_COLORS
+
+__all__ = ["to_numpy", "stretch", "rgb", "false_color", "label_rgb", "legend_handles", "plot_sample"]
+
+
+def to_numpy(array) -> np.ndarray:
+    """numpy view of a numpy array, torch tensor (any device) or xarray object."""
+    if hasattr(array, "detach"):  # torch.Tensor
+        return array.detach().cpu().numpy()
+    if hasattr(array, "values") and not isinstance(array, np.ndarray):  # xarray.DataArray
+        return np.asarray(array.values)
+    return np.asarray(array)
+
+
+def stretch(
+    image: np.ndarray,
+    percentiles: tuple[float, float] = (2, 98),
+    *,
+    per_channel: bool = True,
+    reference: np.ndarray | None = None,
+) -> np.ndarray:
+    """Percentile stretch of a (C, H, W) or (H, W) array to [0, 1] (float32).
+
+    Args:
+        image: the values to show.
+        percentiles: (low, high) percentiles mapped to 0 and 1; values beyond are clipped.
+        per_channel: one range per channel (True) or one range for all
+            channels (False, keeps the hue of a colour composite).
+        reference: take the percentiles from this array (same shape) instead,
+            e.g. the clear image, so that clouds saturate and the ground keeps
+            its clear-sky contrast.
+
+    Non-finite values are ignored for the percentiles and shown as 0. A
+    constant channel becomes 0.
+    """
+    low_q, high_q = percentiles
+    if not 0 <= low_q < high_q <= 100:
+        raise ValueError(f"stretch: expected percentiles (low, high) with 0 <= low < high <= 100, found {percentiles}")
+    image = np.asarray(image, dtype=np.float32)
+    reference = image if reference is None else np.asarray(reference, dtype=np.float32)
+    if reference.shape != image.shape:
+        raise ValueError(f"stretch: expected a reference of shape {image.shape}, found {reference.shape}")
+    planes = image[None] if image.ndim == 2 else image
+    reference_planes = reference[None] if reference.ndim == 2 else reference
+    groups = [[index] for index in range(len(planes))] if per_channel else [list(range(len(planes)))]
+    out = np.zeros_like(planes)
+    for group in groups:
+        finite = reference_planes[group][np.isfinite(reference_planes[group])]
+        if finite.size == 0:
+            continue
+        low, high = np.percentile(finite, [low_q, high_q])
+        if high > low:
+            out[group] = np.clip((planes[group] - low) / (high - low), 0.0, 1.0)
+    out[~np.isfinite(out)] = 0.0
+    return out[0] if image.ndim == 2 else out
+
+
+def _bands(optical, bands: Sequence[str]) -> np.ndarray:
+    optical = to_numpy(optical)
+    if optical.ndim != 3 or optical.shape[0] != len(OPTICAL_BANDS):
+        raise ValueError(f"optical: expected shape (4, H, W) with bands {OPTICAL_BANDS}, found {optical.shape}")
+    unknown = [band for band in bands if band not in OPTICAL_BANDS]
+    if unknown:
+        raise ValueError(f"optical: expected bands from {OPTICAL_BANDS}, found {unknown}")
+    return optical[[OPTICAL_BANDS.index(band) for band in bands]]
+
+
+def rgb(
+    optical,
+    bands: Sequence[str] = ("red", "green", "blue"),
+    percentiles: tuple[float, float] = (2, 98),
+    *,
+    reference=None,
+    per_channel: bool = False,
+) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]: the chosen ``bands`` of a (4, H, W) optical image, stretched.
+
+    One stretch range for the three bands (``per_channel=False``) keeps colours
+    natural; ``reference`` (e.g. ``optical_clear``) supplies the percentiles.
+    """
+    image = _bands(optical, bands)
+    reference = None if reference is None else _bands(reference, bands)
+    stretched = stretch(image, percentiles, per_channel=per_channel, reference=reference)
+    return np.moveaxis(stretched, 0, -1)
+
+
+def false_color(optical, percentiles: tuple[float, float] = (2, 98), *, reference=None) -> np.ndarray:
+    """(H, W, 3) NIR-red-green false colour: vegetation red, water black, cities grey-cyan."""
+    return rgb(optical, ("nir", "red", "green"), percentiles, reference=reference)
+
+
+def _hex_to_rgb(color) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(color)
+
+
+def label_rgb(
+    label, colors: Sequence = WHU_COLORS, ignore: int = IGNORE_INDEX, ignore_color=(0.0, 0.0, 0.0, 0.0)
+) -> np.ndarray:
+    """(H, W, 4) float32 RGBA image of a (H, W) label map.
+
+    Args:
+        label: (H, W) integer class indices.
+        colors: one matplotlib colour per class (hex strings as in ``WHU_COLORS``).
+        ignore: the ignore index; its pixels get ``ignore_color`` (transparent
+            black by default, so the axes background shows through).
+
+    Raises:
+        ValueError: a label value that is neither a class index nor ``ignore``.
+    """
+    label = to_numpy(label)
+    if label.ndim != 2:
+        raise ValueError(f"label: expected shape (H, W), found {label.shape}")
+    label = label.astype(np.int64)
+    ignored = label == ignore
+    valid = label[~ignored]
+    bad = valid[(valid < 0) | (valid >= len(colors))]
+    if bad.size:
+        raise ValueError(
+            f"label: expected class indices 0..{len(colors) - 1} or {ignore} (ignore), "
+            f"found {sorted(set(bad.tolist()))[:10]}"
+        )
+    palette = np.array([(*_hex_to_rgb(c), 1.0) for c in colors] + [tuple(ignore_color)], dtype=np.float32)
+    return palette[np.where(ignored, len(colors), label)]
+
+
+def legend_handles(class_names: Sequence[str] = WHU_CLASSES, colors: Sequence = WHU_COLORS) -> list:
+    """One coloured ``matplotlib.patches.Patch`` per class, for ``ax.legend(handles=...)``."""
+    from matplotlib.patches import Patch
+
+    if len(class_names) != len(colors):
+        raise ValueError(f"legend_handles: expected one colour per class ({len(class_names)}), found {len(colors)}")
+    return [Patch(facecolor=color, edgecolor="none", label=name) for name, color in zip(class_names, colors)]
+
+
+def _sample_arrays(sample) -> dict[str, np.ndarray]:
+    """optical, sar, label, cloud_mask (+ polarization names) from a Dataset or a torch sample dict."""
+    if hasattr(sample, "data_vars"):  # xarray.Dataset
+        names = ("optical", "optical_clear", "sar", "label", "cloud_mask")
+        arrays = {name: np.asarray(sample[name].values) for name in names if name in sample}
+        arrays["polarizations"] = [str(p) for p in sample["polarization"].values] if "sar" in sample else []
+        return arrays
+    if isinstance(sample, Mapping):
+        names = ("optical", "optical_clear", "sar", "label", "cloud_mask")
+        arrays = {name: to_numpy(sample[name]) for name in names if name in sample}
+        if "sar" in arrays:
+            arrays["polarizations"] = ["VV", "VH"][: arrays["sar"].shape[0]] if arrays["sar"].shape[0] <= 2 else [
+                f"SAR {i}" for i in range(arrays["sar"].shape[0])
+            ]
+        return arrays
+    raise ValueError(f"plot_sample: expected an xarray.Dataset or a dict of tensors, found {type(sample).__name__}")
+
+
+def plot_sample(sample, axes=None, class_names: Sequence[str] | None = None, class_colors: Sequence | None = None):
+    """Six panels of one sample: true colour, false colour, SAR VV, SAR VH, label (with legend), cloud mask.
+
+    Args:
+        sample: a canonical ``xarray.Dataset`` or a torch sample dict (tensors
+            (C, H, W) / (H, W), batch dimension removed).
+        axes: six matplotlib axes to draw into; a new (10 x 2.6 in) figure when None.
+        class_names, class_colors: the class set; taken from the Dataset's
+            attrs when it has them, WHU-OPT-SAR's seven classes otherwise.
+
+    Returns:
+        The matplotlib figure. A single-polarization sample shows "VH: n/a".
+    """
+    import matplotlib.pyplot as plt
+
+    arrays = _sample_arrays(sample)
+    attrs = getattr(sample, "attrs", {}) or {}
+    class_names = list(class_names or attrs.get("class_names", WHU_CLASSES))
+    class_colors = list(class_colors or attrs.get("class_colors", WHU_COLORS))
+    if axes is None:
+        figure, axes = plt.subplots(1, 6, figsize=(10, 2.6), constrained_layout=True)
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) != 6:
+            raise ValueError(f"plot_sample: expected 6 axes, found {len(axes)}")
+        figure = axes[0].figure
+    axes = list(np.ravel(axes))
+
+    panels = []
+    if "optical" in arrays:
+        # Stretch with the clear image's range where there is one: clouds saturate, ground stays readable.
+        reference = arrays.get("optical_clear")
+        panels += [
+            ("true colour", rgb(arrays["optical"], reference=reference), {}),
+            ("false colour (NIR R G)", false_color(arrays["optical"], reference=reference), {}),
+        ]
+    else:
+        panels += [("optical: n/a", None, {}), ("false colour: n/a", None, {})]
+    sar = arrays.get("sar")
+    names = arrays.get("polarizations", [])
+    for channel in range(2):
+        if sar is not None and channel < sar.shape[0]:
+            panels.append((f"SAR {names[channel]}", stretch(sar[channel]), {"cmap": "gray", "vmin": 0, "vmax": 1}))
+        else:
+            panels.append((f"SAR {('VV', 'VH')[channel]}: n/a", None, {}))
+    if "label" in arrays:
+        panels.append(("label", label_rgb(arrays["label"], class_colors), {"interpolation": "nearest"}))
+    else:
+        panels.append(("label: n/a", None, {}))
+    if "cloud_mask" in arrays:
+        mask = np.asarray(arrays["cloud_mask"], dtype=np.float32)
+        panels.append((f"cloud mask ({mask.mean():.0%})", mask, {"cmap": "gray", "vmin": 0, "vmax": 1, "interpolation": "nearest"}))
+    else:
+        panels.append(("cloud mask: n/a", None, {}))
+
+    for ax, (title, image, kwargs) in zip(axes, panels):
+        if image is not None:
+            ax.imshow(image, **kwargs)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if "label" in arrays:
+        axes[4].legend(
+            handles=legend_handles(class_names, class_colors),
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.02),
+            ncol=2,
+            fontsize=6,
+            frameon=False,
+            handlelength=1.0,
+        )
+    return figure

@@ -1,0 +1,101 @@
+"""Discrepancy map, cloud BCE and AUROC (edc_lab.models.discrepancy)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edc_lab.models.discrepancy import ChannelLayerNorm, DiscrepancyMap, cloud_bce, discrepancy_auroc
+
+
+def _identity_projections(module: DiscrepancyMap, dim: int) -> None:
+    with torch.no_grad():
+        for projection in (module.project_optical, module.project_sar):
+            projection.weight.copy_(torch.eye(dim)[:, :, None, None])
+            projection.bias.zero_()
+        module.score.weight.fill_(1.0 / dim)
+        module.score.bias.zero_()
+
+
+def test_discrepancy_and_reliability_lie_in_unit_interval():
+    module = DiscrepancyMap(8, shared_dim=6)
+    optical, sar = 50 * torch.randn(2, 8, 9, 11), 50 * torch.randn(2, 8, 9, 11)
+    discrepancy = module(optical, sar)
+    reliability = 1 - discrepancy
+    assert discrepancy.shape == (2, 1, 9, 11)
+    for value in (discrepancy, reliability):
+        assert value.min() >= 0 and value.max() <= 1
+
+
+def test_identical_embeddings_disagree_less_than_unrelated_ones():
+    dim = 8
+    module = DiscrepancyMap(dim)
+    _identity_projections(module, dim)
+    optical = torch.randn(2, dim, 6, 6)
+    unrelated = torch.randn(2, dim, 6, 6)
+    same = module(optical, optical)
+    different = module(optical, unrelated)
+    assert torch.allclose(same, torch.full_like(same, 0.5))  # sigmoid(0): no disagreement at all
+    assert (different > same).all()
+    # the channel LayerNorm makes a brighter / offset optical pixel no disagreement
+    assert torch.allclose(module(3.0 * optical + 2.0, optical), same, atol=1e-4)
+
+
+def test_channel_layer_norm_normalises_each_pixel_over_channels():
+    norm = ChannelLayerNorm(5, affine=False)
+    x = torch.randn(2, 5, 3, 4) * 7 + 3
+    y = norm(x)
+    assert torch.allclose(y.mean(1), torch.zeros(2, 3, 4), atol=1e-5)
+    assert torch.allclose(y.var(1, unbiased=False), torch.ones(2, 3, 4), atol=1e-3)
+
+
+def test_cloud_bce_matches_hand_computation_on_downsampled_mask():
+    discrepancy = torch.tensor([[[[0.9, 0.2]]]])  # (1, 1, 1, 2)
+    cloud_mask = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]]])  # (1, 2, 4): fractions 1 and 0.25
+    loss = cloud_bce(discrepancy, cloud_mask)
+    expected = -(torch.log(torch.tensor(0.9)) + 0.25 * torch.log(torch.tensor(0.2)) + 0.75 * torch.log(torch.tensor(0.8))) / 2
+    assert torch.isclose(loss, expected, atol=1e-6)
+    assert torch.isclose(DiscrepancyMap.cloud_bce(discrepancy, cloud_mask[:, None]), expected, atol=1e-6)
+
+
+def test_cloud_bce_trains_the_map_towards_the_mask():
+    torch.manual_seed(0)
+    module = DiscrepancyMap(4)
+    optical, sar = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    mask = torch.zeros(1, 8, 8)
+    mask[:, :, :4] = 1
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
+    before = cloud_bce(module(optical, sar), mask).item()
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = cloud_bce(module(optical, sar), mask)
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < before
+
+
+def test_bad_shapes_raise_clear_errors():
+    module = DiscrepancyMap(4)
+    with pytest.raises(ValueError, match="same shape"):
+        module(torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 7))
+    with pytest.raises(ValueError, match=r"expected discrepancy \(B, 1, h, w\)"):
+        cloud_bce(torch.rand(1, 2, 4, 4), torch.zeros(1, 8, 8))
+    with pytest.raises(ValueError, match="cloud mask"):
+        cloud_bce(torch.rand(1, 1, 4, 4), torch.zeros(1, 2, 8, 8))
+
+
+def test_auroc_matches_hand_values():
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8]).reshape(1, 1, 2, 2)
+    mask = torch.tensor([0, 0, 1, 1]).reshape(1, 2, 2)
+    assert discrepancy_auroc(scores, mask) == pytest.approx(0.75)
+    assert discrepancy_auroc(mask[:, None].float(), mask) == pytest.approx(1.0)
+    assert discrepancy_auroc(1 - mask[:, None].float(), mask) == pytest.approx(0.0)
+    assert discrepancy_auroc(torch.full((1, 1, 2, 2), 0.3), mask) == pytest.approx(0.5)  # ties count half
+
+
+def test_auroc_scores_low_resolution_maps_on_the_mask_grid():
+    mask = torch.zeros(1, 32, 32)
+    mask[:, :, :16] = 1
+    coarse = F.adaptive_avg_pool2d(mask[:, None], (4, 4))  # stride-8 map of the true cloud fraction
+    assert discrepancy_auroc(coarse, mask) > 0.95
+    with pytest.raises(ValueError, match="cloudy and clear"):
+        discrepancy_auroc(coarse, torch.zeros(1, 32, 32))

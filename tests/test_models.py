@@ -1,0 +1,322 @@
+"""Models: the forward contract for every name, invariances, rebuilding, errors, and the parameter budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from edc_lab.models import (
+    DCHF,
+    EDC_CONFIGS,
+    MODEL_NAMES,
+    CarrierTokenAttention,
+    CloudRemovalHead,
+    CloudSegConfig,
+    DenseAttention,
+    EfficientSelfAttention,
+    MixTransformerEncoder,
+    PlainSumFusion,
+    ResidualConvBlock,
+    build_model,
+    model_config,
+)
+from edc_lab.models.cloudseg import DifferenceAttentionFusion
+from edc_lab.models.heads import FPNNeck
+
+#: cloudseg_ref at full size is 191 M parameters; CI runs it shrunk (the budget test counts the real one)
+SMALL_CLOUDSEG = {"widths": (16, 32, 48, 64), "depths": (1, 1, 1, 1), "heads": (1, 1, 2, 2), "cr_widths": (8, 8)}
+DCHF_MODELS = ("edc_tiny", "edc_small", "edc_base", "dense_edc", "edc_no_cr")
+#: parameters whose output feeds nothing: the stage-4 DCHF's SAR gate (S_4 is not read by any head),
+#: and in edc_no_cr also its optical gate (O_4 would only feed the cloud-removal head)
+UNUSED = {
+    name: {"encoder.fusions.3.sar_gate.weight", "encoder.fusions.3.sar_gate.bias"} for name in DCHF_MODELS
+}
+UNUSED["edc_no_cr"] |= {"encoder.fusions.3.optical_gate.weight", "encoder.fusions.3.optical_gate.bias"}
+
+
+def make(name: str, **kwargs) -> nn.Module:
+    overrides = dict(SMALL_CLOUDSEG) if name == "cloudseg_ref" else {}
+    overrides.update(kwargs)
+    return build_model(name, **overrides)
+
+
+def inputs(batch=2, sar_channels=2, height=64, width=64, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    optical = torch.rand(batch, 4, height, width, generator=generator)
+    sar = torch.rand(batch, sar_channels, height, width, generator=generator)
+    return optical, sar
+
+
+@pytest.mark.parametrize("sar_channels", [1, 2])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_backward_contract(name, sar_channels):
+    model = make(name, in_sar=sar_channels)
+    for height, width in ((64, 64), (100, 130)):
+        model.zero_grad(set_to_none=True)
+        optical, sar = inputs(2, sar_channels, height, width)
+        out = model(optical, sar)
+        assert set(out) == {"logits", "cloudfree", "discrepancy", "reliability", "gates", "features"}
+        assert out["logits"].shape == (2, 7, height, width)
+        assert torch.isfinite(out["logits"]).all()
+        if model.has_cloud_removal:
+            assert out["cloudfree"].shape == (2, 4, height, width)
+            assert (out["cloudfree"] > 0).all() and (out["cloudfree"] < 1).all()
+        else:
+            assert out["cloudfree"] is None
+        if name in DCHF_MODELS:
+            assert len(out["discrepancy"]) == len(out["reliability"]) == len(out["gates"]) == 4
+            for stage, (discrepancy, reliability) in enumerate(zip(out["discrepancy"], out["reliability"])):
+                stride = 2 ** (stage + 2)
+                assert discrepancy.shape == (2, 1, -(-height // stride), -(-width // stride))
+                assert discrepancy.min() >= 0 and discrepancy.max() <= 1
+                torch.testing.assert_close(reliability, 1 - discrepancy)
+            assert set(out["gates"][0]) == {"optical", "sar"}
+        else:
+            assert out["discrepancy"] == [] and out["reliability"] == []
+        assert len(out["features"]) == 4
+        loss = out["logits"].square().mean()
+        if out["cloudfree"] is not None:
+            loss = loss + out["cloudfree"].mean()
+        loss.backward()
+        no_gradient = {key for key, parameter in model.named_parameters() if parameter.grad is None}
+        assert no_gradient == UNUSED.get(name, set())
+        for key, parameter in model.named_parameters():
+            if parameter.grad is not None:
+                assert torch.isfinite(parameter.grad).all(), key
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown model 'edc_huge'.*edc_tiny.*cloudseg_ref"):
+        build_model("edc_huge")
+
+
+def test_unknown_override_and_fixed_fields():
+    with pytest.raises(ValueError, match=r"unknown override\(s\) \['width'\].*widths"):
+        build_model("edc_tiny", width=(8, 8, 8, 8))
+    with pytest.raises(ValueError, match="cloud_removal"):
+        build_model("edc_no_cr", cloud_removal=True)
+    with pytest.raises(ValueError, match="scale"):
+        build_model("edc_tiny", scale="base")
+    with pytest.raises(ValueError, match="scale must be one of"):
+        build_model("optical_only", scale="huge")
+    with pytest.raises(ValueError, match="widths needs 4"):
+        build_model("edc_tiny", widths=(8, 16))
+    with pytest.raises(ValueError, match="divisible"):
+        build_model("edc_tiny", heads=(3, 4))
+    with pytest.raises(ValueError, match="in_sar must be a positive integer"):
+        build_model("edc_tiny", in_sar=0)
+    with pytest.raises(ValueError, match="unknown override.*sr_ratios"):
+        build_model("cloudseg_ref", windows=(7, 7))
+
+
+def test_overrides_change_the_model_and_scale_builds_baselines_at_edc_sizes():
+    model = build_model("edc_tiny", widths=(8, 16, 32, 64), depths=(1, 2, 1, 1), windows=(2, 2))
+    out = model(*inputs(1, 2, 32, 32))
+    assert model.config.widths == (8, 16, 32, 64) and len(model.encoder.optical_stream.stages["1"]) == 2
+    assert out["logits"].shape == (1, 7, 32, 32)
+    assert model_config("dense_edc", scale="base").widths == EDC_CONFIGS["edc_base"].widths
+    assert model_config("dense_edc").attention == "dense"
+    assert model_config("optical_only").widths == EDC_CONFIGS["edc_tiny"].widths
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_build_args_rebuild_the_same_model(name):
+    model = make(name, in_sar=1, num_classes=5).eval()
+    args = json.loads(json.dumps(model.build_args))  # what a checkpoint stores
+    assert args["name"] == name and args["in_sar"] == 1 and args["num_classes"] == 5
+    rebuilt = build_model(**args).eval()
+    original_state, rebuilt_state = model.state_dict(), rebuilt.state_dict()
+    assert list(original_state) == list(rebuilt_state)
+    assert all(original_state[key].shape == rebuilt_state[key].shape for key in original_state)
+    rebuilt.load_state_dict(original_state)
+    optical, sar = inputs(1, 1, 48, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(optical, sar)["logits"], model(optical, sar)["logits"])
+
+
+def test_build_args_keep_overrides():
+    model = build_model("optical_only", scale="small", widths=(8, 16, 32, 64), in_optical=3)
+    assert model.build_args == {
+        "name": "optical_only", "in_optical": 3, "in_sar": 2, "num_classes": 7, "scale": "small",
+        "widths": [8, 16, 32, 64],
+    }
+    assert build_model(**model.build_args).config == model.config
+
+
+def test_single_modality_baselines_ignore_the_other_input_exactly():
+    optical, sar = inputs(2, 2, 48, 48)
+    other_optical, other_sar = inputs(2, 2, 48, 48, seed=1)
+    optical_only = build_model("optical_only").eval()
+    sar_only = build_model("sar_only").eval()
+    with torch.no_grad():
+        first = optical_only(optical, sar)
+        assert torch.equal(first["logits"], optical_only(optical, other_sar)["logits"])
+        assert torch.equal(first["cloudfree"], optical_only(optical, None)["cloudfree"])
+        assert not torch.equal(first["logits"], optical_only(other_optical, sar)["logits"])
+        second = sar_only(optical, sar)
+        assert torch.equal(second["logits"], sar_only(other_optical, sar)["logits"])
+        assert torch.equal(second["logits"], sar_only(None, sar)["logits"])
+        assert not torch.equal(second["logits"], sar_only(optical, other_sar)["logits"])
+
+
+@pytest.mark.parametrize("name", ["edc_tiny", "early_fusion", "edc_no_dchf", "cloudseg_ref"])
+def test_fusion_models_use_both_inputs(name):
+    model = make(name).eval()
+    optical, sar = inputs(1, 2, 48, 48)
+    other_optical, other_sar = inputs(1, 2, 48, 48, seed=1)
+    with torch.no_grad():
+        reference = model(optical, sar)["logits"]
+        assert (model(optical, other_sar)["logits"] - reference).abs().max() > 1e-6
+        assert (model(other_optical, sar)["logits"] - reference).abs().max() > 1e-6
+
+
+def test_variants_are_built_from_the_intended_blocks():
+    dense = build_model("dense_edc")
+    assert any(isinstance(m, DenseAttention) for m in dense.modules())
+    assert not any(isinstance(m, CarrierTokenAttention) for m in dense.modules())
+    edc = build_model("edc_tiny")
+    assert sum(isinstance(m, CarrierTokenAttention) for m in edc.modules()) == 3 * 2  # 3 streams x stages 3-4
+    assert sum(isinstance(m, DCHF) for m in edc.modules()) == 4
+    no_dchf = build_model("edc_no_dchf")
+    assert sum(isinstance(m, PlainSumFusion) for m in no_dchf.modules()) == 4
+    assert not any(isinstance(m, DCHF) for m in no_dchf.modules())
+    no_cr = build_model("edc_no_cr")
+    assert not no_cr.has_cloud_removal and no_cr.cloud_removal_head is None
+    assert build_model("edc_tiny").has_cloud_removal and not build_model("sar_only").has_cloud_removal
+    assert make("cloudseg_ref").has_cloud_removal
+
+
+def test_cross_stream_is_born_from_the_stage1_fusion():
+    """With the plain-sum fusion X_1 = O_1 + S_1 exactly, and every stage halves the map (ceil)."""
+    model = build_model("edc_no_dchf").eval()
+    optical, sar = inputs(1, 2, 50, 70)
+    with torch.no_grad():
+        encoded = model.encoder(optical, sar)
+    torch.testing.assert_close(encoded["cross"][0], encoded["optical"][0] + encoded["sar"][0])
+    for stage, cross in enumerate(encoded["cross"]):
+        stride = 2 ** (stage + 2)
+        assert cross.shape[-2:] == (-(-50 // stride), -(-70 // stride))
+        assert cross.shape[1] == model.config.widths[stage]
+
+
+def test_wrong_inputs_fail_with_a_clear_message():
+    model = build_model("edc_tiny")
+    optical, sar = inputs(1, 2, 32, 32)
+    with pytest.raises(ValueError, match=r"edc_tiny: optical .* expected 4 channels, found shape \(1, 3, 32, 32\)"):
+        model(optical[:, :3], sar)
+    with pytest.raises(ValueError, match=r"sar .*expected 2 channels, found shape \(1, 1, 32, 32\).*in_sar=1"):
+        model(optical, sar[:, :1])
+    with pytest.raises(ValueError, match="batch axis"):
+        model(optical[0], sar)
+    with pytest.raises(ValueError, match="same batch size and H x W"):
+        model(optical, sar[..., :16])
+    with pytest.raises(ValueError, match="float"):
+        model((optical * 255).to(torch.uint8), sar)
+    with pytest.raises(ValueError, match="cloudseg_ref: sar"):
+        make("cloudseg_ref")(optical, torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="optical_only: optical"):
+        build_model("optical_only")(None, sar)
+
+
+@pytest.mark.parametrize("name", ["edc_tiny", "optical_only", "cloudseg_ref"])
+def test_teacher_and_student_of_one_name_have_identical_feature_shapes(name):
+    teacher, student = make(name).eval(), make(name).eval()
+    clear, sar = inputs(2, 2, 64, 64)
+    cloudy = clear.clone()
+    cloudy[:, :, 16:48, 16:48] = 0.9  # a bright cloud
+    with torch.no_grad():
+        teacher_features = teacher(clear, sar)["features"]
+        student_features = student(cloudy, sar)["features"]
+    assert [f.shape for f in teacher_features] == [f.shape for f in student_features]
+
+
+def test_untrained_cloud_removal_returns_the_input():
+    """The head predicts a logit-space residual that starts at zero: sigmoid(logit(x) + 0) = x."""
+    model = build_model("edc_tiny").eval()
+    optical, sar = inputs(1, 2, 40, 56)
+    with torch.no_grad():
+        cloudfree = model(optical, sar)["cloudfree"]
+    eps = CloudRemovalHead.eps
+    torch.testing.assert_close(cloudfree, optical.clamp(eps, 1 - eps), atol=1e-5, rtol=0)
+
+
+def test_residual_conv_block_starts_as_identity():
+    block = ResidualConvBlock(8).eval()
+    x = torch.randn(2, 8, 11, 13)
+    torch.testing.assert_close(block(x), x)
+
+
+def test_fpn_top_down_adds_the_upsampled_coarser_level():
+    neck = FPNNeck([2, 2], dim=2)
+    for conv in neck.lateral:
+        nn.init.zeros_(conv.bias)
+        conv.weight.data = torch.eye(2).reshape(2, 2, 1, 1)
+    neck.smooth = nn.ModuleList([nn.Identity(), nn.Identity()])
+    fine, coarse = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 2, 2)
+    p1, p2 = neck([fine, coarse])
+    torch.testing.assert_close(p2, coarse)
+    torch.testing.assert_close(p1, fine + coarse.repeat_interleave(2, -2).repeat_interleave(2, -1))
+
+
+@pytest.mark.parametrize("sr_ratio", [1, 2])
+def test_efficient_self_attention_equals_torch_multihead_attention(sr_ratio):
+    """SegFormer's SRA = MHA whose keys/values are the reduced map's tokens (identity reduction when sr = 1)."""
+    dim, heads, height, width = 8, 2, 6, 4
+    sra = EfficientSelfAttention(dim, heads, sr_ratio).eval()
+    reference = nn.MultiheadAttention(dim, heads, batch_first=True).eval()
+    with torch.no_grad():
+        reference.in_proj_weight.copy_(torch.cat([sra.query.weight, sra.key_value.weight]))
+        reference.in_proj_bias.copy_(torch.cat([sra.query.bias, sra.key_value.bias]))
+        reference.out_proj.weight.copy_(sra.proj.weight)
+        reference.out_proj.bias.copy_(sra.proj.bias)
+    tokens = torch.randn(2, height * width, dim)
+    context = tokens
+    if sr_ratio > 1:
+        grid = tokens.transpose(1, 2).reshape(2, dim, height, width)
+        context = sra.reduce_norm(sra.reduce(grid).flatten(2).transpose(1, 2))
+    with torch.no_grad():
+        expected, _ = reference(tokens, context, context)
+        torch.testing.assert_close(sra(tokens, height, width), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_mix_transformer_strides():
+    encoder = MixTransformerEncoder(3, CloudSegConfig(**SMALL_CLOUDSEG))
+    features = encoder(torch.rand(1, 3, 50, 70))
+    assert [f.shape[-2:] for f in features] == [(13, 18), (7, 9), (4, 5), (2, 3)]
+    assert [f.shape[1] for f in features] == [16, 32, 48, 64]
+
+
+def test_difference_attention_of_equal_modalities_adds_them():
+    """When O = S the attention a does not matter: X + a O + (1 - a) S = X + O."""
+    fusion = DifferenceAttentionFusion(4)
+    optical, cross = torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5)
+    fused, attention = fusion(optical, optical.clone(), cross)
+    torch.testing.assert_close(fused, cross + optical)
+    assert attention.min() > 0 and attention.max() < 1
+
+
+def _parameters_on_meta(name: str, **overrides) -> int:
+    with torch.device("meta"):  # shapes only: the 191 M-parameter model costs no memory or time
+        model = build_model(name, **overrides)
+    return sum(p.numel() for p in model.parameters()), model
+
+
+def test_parameter_budget():
+    cloudseg_total, cloudseg = _parameters_on_meta("cloudseg_ref")
+    encoders = [cloudseg.optical_encoder, cloudseg.sar_encoder, cloudseg.cross_encoder]
+    encoder_parameters = [sum(p.numel() for p in encoder.parameters()) for encoder in encoders]
+    # each encoder is MiT-B4 (SegFormer: 60.8 M with an RGB input); here 4, 2 and 6 input channels
+    assert all(abs(count - 61e6) <= 0.1 * 61e6 for count in encoder_parameters), encoder_parameters
+    assert abs(sum(encoder_parameters) - 3 * 61e6) <= 0.1 * 3 * 61e6
+    with torch.device("meta"):
+        rgb_mit_b4 = sum(p.numel() for p in MixTransformerEncoder(3, CloudSegConfig()).parameters())
+    assert abs(rgb_mit_b4 - 60.8e6) < 0.1e6  # SegFormer's published size of MiT-B4
+    edc_base, _ = _parameters_on_meta("edc_base")
+    assert edc_base <= 0.533 * cloudseg_total, edc_base / cloudseg_total  # the paper: -46.7 %
+    edc_tiny, _ = _parameters_on_meta("edc_tiny")
+    assert 1e6 <= edc_tiny <= 2e6, edc_tiny
+    edc_small, _ = _parameters_on_meta("edc_small")
+    assert edc_tiny < edc_small < edc_base

@@ -1,0 +1,206 @@
+"""The training loop: exact resume, NaN guard, stages, baselines, evaluation (edc_lab.train.loop)."""
+
+import json
+
+import pytest
+import torch
+
+import edc_lab.train.loop as loop
+from edc_lab.models import build_model
+from edc_lab.train import NonFiniteLossError, evaluate, load_checkpoint, make_config, read_checkpoint, train
+from edc_lab.train.config import TrainConfig
+from edc_lab.train.loop import compute_losses, load_teacher, lr_factor, model_inputs
+
+TINY = dict(size=32, batch_size=2, train_count=6, val_count=2, steps=4, warmup_steps=1, eval_every=0,
+            checkpoint_every=2, progress=False, lr=1e-3, augment=False)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    train(make_config(stage="teacher", model="edc_tiny", out=str(out), **TINY))
+    return out / "last.pt"
+
+
+def _student(out, teacher, **changes):
+    values = dict(TINY, stage="student", model="edc_tiny", out=str(out), teacher=str(teacher), lambda_kl=0.5)
+    values.update(changes)
+    return make_config(**values)
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, teacher_checkpoint):
+    """On CPU, stop after step 5 of 6 (last checkpoint: step 4), resume: bit-identical to one go."""
+    whole = _student(tmp_path / "whole", teacher_checkpoint, steps=6)
+    history_whole = train(whole)
+
+    def stop_at_step_5(record, history):
+        if record["split"] == "train" and record["step"] == 5:
+            raise Interrupt
+
+    interrupted = _student(tmp_path / "split", teacher_checkpoint, steps=6)
+    with pytest.raises(Interrupt):
+        train(interrupted, callback=stop_at_step_5)
+    assert read_checkpoint(tmp_path / "split" / "last.pt")["step"] == 4
+    history_resumed = train(_student(tmp_path / "split", teacher_checkpoint, steps=6, resume=True))
+
+    first = read_checkpoint(tmp_path / "whole" / "last.pt")
+    second = read_checkpoint(tmp_path / "split" / "last.pt")
+    assert first["step"] == second["step"] == 6
+    for name, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][name]), name
+    losses = lambda h: [(r["step"], r["loss"], r.get("loss_kd"), r.get("loss_cr")) for r in h if r["split"] == "train"]
+    assert losses(history_whole) == losses(history_resumed)
+    assert {"loss_seg", "loss_cr", "loss_kd", "loss_kl"} <= set(history_whole[0])
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = loop.segmentation_loss
+
+    def poisoned(logits, label, *args, **kwargs):
+        calls["n"] += 1
+        value = real(logits, label, *args, **kwargs)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(loop, "segmentation_loss", poisoned)
+    config = make_config(stage="teacher", out=str(tmp_path), **TINY)
+    with pytest.raises(NonFiniteLossError, match=r"step 3 of 4.*last\.pt \(step 2\)"):
+        train(config)
+    checkpoint = read_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["step"] == 2
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
+    # and the run can be resumed from that good checkpoint once the cause is gone
+    monkeypatch.setattr(loop, "segmentation_loss", real)
+    history = train(make_config(stage="teacher", out=str(tmp_path), resume=True, **TINY))
+    assert history[-1]["step"] == 4 and read_checkpoint(tmp_path / "last.pt")["step"] == 4
+
+
+def test_history_callback_checkpoint_contents(tmp_path):
+    seen = []
+    config = make_config(stage="teacher", out=str(tmp_path), **dict(TINY, eval_every=2))
+    history = train(config, callback=lambda record, h: seen.append(record["split"]))
+    assert seen == [r["split"] for r in history] == ["train", "train", "val", "train", "train", "val"]
+    validation = [r for r in history if r["split"] == "val"]
+    assert [r["step"] for r in validation] == [2, 4]
+    assert 0.0 <= validation[-1]["miou"] <= 1.0 and len(validation[-1]["auroc"]) == 4
+    assert json.loads((tmp_path / "history.json").read_text()) == json.loads(json.dumps(history))
+    model, meta = load_checkpoint(tmp_path / "last.pt")
+    assert not model.training and meta["step"] == 4 and meta["config"]["stage"] == "teacher"
+    assert meta["data"]["class_names"][0] == "farmland" and meta["data"]["in_sar"] == 2
+    # the learning rate follows the schedule
+    lrs = [r["lr"] for r in history if r["split"] == "train"]
+    assert lrs == pytest.approx([1e-3 * lr_factor(s, 1, 4, config.min_lr_ratio) for s in range(1, 5)])
+
+
+def test_existing_run_needs_resume_and_matching_settings(tmp_path):
+    train(make_config(stage="teacher", out=str(tmp_path), **dict(TINY, steps=2)))
+    with pytest.raises(ValueError, match="pass --resume"):
+        train(make_config(stage="teacher", out=str(tmp_path), **dict(TINY, steps=2)))
+    with pytest.raises(ValueError, match="model='edc_tiny'"):
+        train(make_config(stage="teacher", model="optical_only", out=str(tmp_path), resume=True, **TINY))
+
+
+@pytest.mark.parametrize("name", ["optical_only", "sar_only", "edc_no_cr"])
+def test_baselines_train_with_the_same_loop(tmp_path, name):
+    config = make_config(stage="student", model=name, out=str(tmp_path), lambda_kd=0.0, **dict(TINY, steps=2))
+    history = train(config)
+    has_head = build_model(name).has_cloud_removal
+    assert ("loss_cr" in history[0]) == has_head
+    assert history[-1]["split"] == "val"
+
+
+def _batch(size=16, batch=2):
+    torch.manual_seed(0)
+    cloud = torch.zeros(batch, size, size)
+    cloud[:, : size // 2] = 1.0
+    return {
+        "optical": torch.rand(batch, 4, size, size),
+        "optical_clear": torch.rand(batch, 4, size, size),
+        "sar": torch.rand(batch, 2, size, size),
+        "label": torch.randint(0, 7, (batch, size, size)),
+        "cloud_mask": cloud,
+        "has_clear": torch.ones(batch, dtype=torch.bool),
+    }
+
+
+def test_loss_terms_per_stage_and_model():
+    batch = _batch()
+    model = build_model("edc_tiny")
+    outputs = model(batch["optical"], batch["sar"])
+    teacher_config = TrainConfig(stage="teacher")
+    total, terms = compute_losses(outputs, batch, teacher_config, True)
+    assert list(terms) == ["seg"] and total is terms["seg"] or torch.equal(total, terms["seg"])
+    student_config = TrainConfig(stage="student", teacher="t.pt", lambda_cr=0.5, lambda_kd=2.0, lambda_kl=0.25)
+    with torch.no_grad():
+        teacher_outputs = build_model("edc_tiny")(batch["optical_clear"], batch["sar"])
+    total, terms = compute_losses(outputs, batch, student_config, True, teacher_outputs)
+    assert list(terms) == ["seg", "cr", "kd", "kl"]
+    expected = terms["seg"] + 0.5 * terms["cr"] + 2.0 * terms["kd"] + 0.25 * terms["kl"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    _, terms = compute_losses(outputs, batch, student_config, False, teacher_outputs)  # no cloud-removal head
+    assert "cr" not in terms
+
+
+def test_teacher_sees_the_clear_image_and_student_the_cloudy_one():
+    batch = _batch()
+    assert model_inputs(batch, "clear")[0] is batch["optical_clear"]
+    assert model_inputs(batch, "cloudy")[0] is batch["optical"]
+    batch["has_clear"][1] = False
+    with pytest.raises(ValueError, match="cloud-free"):
+        model_inputs(batch, "clear")
+
+
+def test_teacher_is_frozen_and_must_match(tmp_path, teacher_checkpoint):
+    student_args = build_model("edc_tiny").build_args
+    teacher = load_teacher(TrainConfig(stage="student", teacher=str(teacher_checkpoint)), torch.device("cpu"), student_args)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with pytest.raises(ValueError, match="num_classes=6"):
+        load_teacher(TrainConfig(stage="student", teacher=str(teacher_checkpoint)), torch.device("cpu"),
+                     {**student_args, "num_classes": 6})
+
+
+def test_student_without_teacher_is_refused_unless_distillation_is_off():
+    with pytest.raises(ValueError, match="--teacher"):
+        make_config(stage="student")
+    assert make_config(stage="student", lambda_kd=0.0).teacher is None
+
+
+class OracleModel(torch.nn.Module):
+    """Reads the label from SAR channel 0 (label / 10) and the cloud mask from optical band 0."""
+
+    def forward(self, optical, sar):
+        label = torch.round(sar[:, 0] * 10).long()
+        logits = torch.nn.functional.one_hot(label, 7).permute(0, 3, 1, 2).float()
+        discrepancy = torch.nn.functional.avg_pool2d(optical[:, :1], 4)
+        return {"logits": logits, "cloudfree": None, "discrepancy": [discrepancy], "features": []}
+
+
+def test_evaluate_end_to_end_with_an_oracle():
+    torch.manual_seed(0)
+    samples = []
+    for _ in range(3):
+        label = torch.randint(0, 7, (16, 16))
+        cloud = (torch.rand(16, 16) > 0.5).float()
+        label[0, 0] = 255
+        samples.append({
+            "optical": cloud.expand(4, 16, 16).clone(), "optical_clear": torch.rand(4, 16, 16),
+            "sar": torch.stack([label.clamp(max=6).float() / 10, torch.zeros(16, 16)]),
+            "label": label, "cloud_mask": cloud, "has_clear": torch.tensor(True),
+        })
+    metrics = evaluate(OracleModel(), samples, batch_size=2, num_classes=7)
+    assert metrics["miou"] == metrics["miou_cloudy"] == metrics["miou_clear"] == 1.0
+    assert metrics["images"] == 3 and metrics["segmentation"]["all"]["pixels"] == 3 * 255
+    assert 0.5 < metrics["auroc"][0] <= 1.0  # D = local cloud fraction ranks cloudy cells first
+    assert metrics["cloud_removal"] == {}
+
+
+def test_lr_schedule_shape():
+    assert lr_factor(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
