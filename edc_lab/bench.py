@@ -71,6 +71,7 @@ __all__ = [
     "benchmark_models",
     "machine_description",
     "format_table",
+    "add_reference_ratios",
     "add_arguments",
     "run",
 ]
@@ -251,10 +252,11 @@ def attention_cost_curve(
     mlp_ratio: float = 4.0,
     device: str = "cpu",
     batch: int = 1,
-    repeats: int = 3,
+    repeats: int = 5,
     warmup: int = 1,
     max_dense_tokens: int = 128 * 128,
     measure: bool = True,
+    explicit_attention: bool = False,
     seed: int = 0,
 ) -> list[dict]:
     """One HAT block (``CarrierTokenAttention``, with carrier initialisation and propagation)
@@ -264,39 +266,51 @@ def attention_cost_curve(
     "peak_bytes", "measured", "estimated_ms"}``. FLOPs are always counted (dense on
     meta tensors, so even 256 x 256 costs nothing). Latency and memory are
     measured when ``measure`` and, for dense attention, when ``size**2 <=
-    max_dense_tokens``; otherwise ``median_ms``/``peak_bytes`` are None and
-    ``estimated_ms`` extrapolates the largest measured dense time by the FLOP ratio
-    (labelled as an estimate, never mixed with measurements).
+    max_dense_tokens``; the two blocks are timed interleaved (``compare_latency``).
+    Unmeasured dense rows have ``median_ms = peak_bytes = None`` and an
+    ``estimated_ms`` that scales the largest measured dense time by the FLOP ratio
+    (an estimate, labelled as such). ``explicit_attention=True`` runs both blocks
+    with an explicit softmax that materialises the attention matrix (their
+    ``keep_attention`` path) instead of the fused kernel the models use: it shows
+    the memory a naive implementation needs.
     """
     torch.manual_seed(seed)
     hat = CarrierTokenAttention(dim, heads, window, carriers, mlp_ratio, propagate=True).to(device).eval()
     dense = DenseAttention(dim, heads, mlp_ratio).to(device).eval()
+    hat.keep_attention = dense.keep_attention = explicit_attention
     rows = []
     last_dense = None  # (flops, median_ms) of the largest measured dense size
     for size in sorted(set(int(s) for s in sizes)):
         x = torch.randn(batch, dim, size, size, device=device)
-        for name, block in (("hat", hat), ("dense", dense)):
-            if name == "hat":
-                flops = count_flops(block, (x,))
-            else:
-                flops = _dense_flops_on_meta(dim, heads, mlp_ratio, size, batch)
-            row = {"size": size, "tokens": size * size, "block": name, "flops": flops, "measured": False,
+        size_rows = {
+            name: {"size": size, "tokens": size * size, "block": name, "flops": flops, "measured": False,
                    "median_ms": None, "peak_bytes": None, "estimated_ms": None}
-            run_it = measure and (name == "hat" or size * size <= max_dense_tokens)
-            if run_it:
-                def call(block=block):
-                    with torch.no_grad():
-                        return block(x)
-
-                row["median_ms"] = measure_latency(call, repeats, warmup, device)["median_ms"]
-                row["peak_bytes"] = peak_memory(call, device)["peak_bytes"]
-                row["measured"] = True
-                if name == "dense":
-                    last_dense = (flops, row["median_ms"])
-            elif name == "dense" and last_dense is not None:
-                row["estimated_ms"] = last_dense[1] * flops / last_dense[0]
-            rows.append(row)
+            for name, flops in (("hat", count_flops(hat, (x,))),
+                                ("dense", _dense_flops_on_meta(dim, heads, mlp_ratio, size, batch)))
+        }
+        calls = {}
+        if measure:
+            calls["hat"] = hat
+            if size * size <= max_dense_tokens:
+                calls["dense"] = dense
+        calls = {name: (lambda block=block: _no_grad_call(block, x)) for name, block in calls.items()}
+        latency = compare_latency(calls, repeats, warmup, device) if calls else {}
+        for name, call in calls.items():
+            row = size_rows[name]
+            row["median_ms"] = latency[name]["median_ms"]
+            row["peak_bytes"] = peak_memory(call, device)["peak_bytes"]
+            row["measured"] = True
+        if "dense" in calls:
+            last_dense = (size_rows["dense"]["flops"], size_rows["dense"]["median_ms"])
+        elif last_dense is not None:
+            size_rows["dense"]["estimated_ms"] = last_dense[1] * size_rows["dense"]["flops"] / last_dense[0]
+        rows += [size_rows["hat"], size_rows["dense"]]
     return rows
+
+
+def _no_grad_call(block, x):
+    with torch.no_grad():
+        return block(x)
 
 
 def crossover(rows: list[dict], key: str = "median_ms") -> int | None:
@@ -426,22 +440,42 @@ def benchmark_models(
     return rows
 
 
-def format_table(rows: list[dict], reference: str | None = None) -> str:
-    """A plain-text table of ``benchmark_models`` rows; ratios against ``reference`` when given."""
-    header = f"{'model':<14} {'size':>5} {'batch':>5} {'params (M)':>11} {'GFLOPs':>9} {'median ms':>10} {'IQR ms':>8} {'peak MiB':>9}"
-    if reference:
-        header += f" {'params/ref':>10} {'speed-up':>9}"
-    lines = [header, "-" * len(header)]
+def add_reference_ratios(rows: list[dict], reference: str) -> None:
+    """Add ``parameter_ratio`` and ``speedup`` against ``reference`` (same size) to each row, in place.
+
+    ``speedup`` is reference median / model median; ``paired_speedup`` is the median over
+    rounds of the ratio *within* a round (both timed back to back under the same load).
+    """
     references = {row["size"]: row for row in rows if row["model"] == reference}
+    for row in rows:
+        ref = references.get(row["size"])
+        if ref is None:
+            continue
+        row["parameter_ratio"] = row["parameters"] / ref["parameters"]
+        row["speedup"] = ref["median_ms"] / row["median_ms"]
+        row["paired_speedup"] = statistics.median(
+            ref_ms / ms for ref_ms, ms in zip(ref["times_ms"], row["times_ms"])
+        )
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of ``benchmark_models`` rows, with the ratios of ``add_reference_ratios`` if present."""
+    with_ratios = any("speedup" in row for row in rows)
+    header = (
+        f"{'model':<14} {'size':>5} {'batch':>5} {'params (M)':>11} {'GFLOPs':>9} {'median ms':>10} {'min ms':>8} "
+        f"{'IQR ms':>8} {'peak MiB':>9}"
+    )
+    if with_ratios:
+        header += f" {'params/ref':>10} {'speed-up':>9} {'paired':>7}"
+    lines = [header, "-" * len(header)]
     for row in rows:
         peak = "-" if row["peak_bytes"] is None else f"{row['peak_bytes'] / MiB:.1f}"
         line = (
             f"{row['model']:<14} {row['size']:>5} {row['batch']:>5} {row['parameters'] / 1e6:>11.2f} "
-            f"{row['flops'] / 1e9:>9.1f} {row['median_ms']:>10.1f} {row['iqr_ms']:>8.1f} {peak:>9}"
+            f"{row['flops'] / 1e9:>9.1f} {row['median_ms']:>10.1f} {row['min_ms']:>8.1f} {row['iqr_ms']:>8.1f} {peak:>9}"
         )
-        ref = references.get(row["size"])
-        if reference and ref is not None:
-            line += f" {row['parameters'] / ref['parameters']:>10.3f} {ref['median_ms'] / row['median_ms']:>8.2f}x"
+        if "speedup" in row:
+            line += f" {row['parameter_ratio']:>10.3f} {row['speedup']:>8.2f}x {row['paired_speedup']:>6.2f}x"
         lines.append(line)
     return "\n".join(lines)
 
@@ -494,6 +528,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("inference", "train"), default="inference",
                         help="time an inference forward or a training step (forward + backward)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--scale", choices=("tiny", "small", "base"), default=None,
+                        help="EDC size at which to build the baselines and ablations among --models (default tiny)")
     parser.add_argument("--reference", default=None,
                         help="model to compute ratios against (default: cloudseg_ref when it is among --models)")
     parser.add_argument("--attention", action="store_true",
@@ -503,6 +539,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=8, help="--attention: HAT window (default 8)")
     parser.add_argument("--max-dense-tokens", type=int, default=128 * 128,
                         help="--attention: largest dense map that is actually run (default 16384 = 128x128)")
+    parser.add_argument("--explicit-attention", action="store_true",
+                        help="--attention: materialise the attention matrix (explicit softmax) instead of the fused kernel")
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
 
 
@@ -527,10 +565,11 @@ def run(args: argparse.Namespace) -> int:
         rows = attention_cost_curve(
             sizes, args.dim, args.heads, args.window, device=args.device, batch=args.batch,
             repeats=args.repeats, warmup=args.warmup, max_dense_tokens=args.max_dense_tokens,
-            measure=True,
+            measure=True, explicit_attention=args.explicit_attention,
         )
         result["attention"] = {
-            "dim": args.dim, "heads": args.heads, "window": args.window, "rows": rows,
+            "dim": args.dim, "heads": args.heads, "window": args.window, "batch": args.batch,
+            "explicit_attention": args.explicit_attention, "rows": rows,
             "crossover": {key: crossover(rows, key) for key in ("flops", "median_ms", "peak_bytes")},
         }
         print(format_attention_table(rows))
@@ -546,14 +585,18 @@ def run(args: argparse.Namespace) -> int:
         reference = args.reference or ("cloudseg_ref" if "cloudseg_ref" in args.models else None)
         if reference is not None and reference not in args.models:
             return _fail(f"--reference {reference} is not among --models {args.models}")
+        scaled = {"optical_only", "sar_only", "early_fusion", "dense_edc", "edc_no_dchf", "edc_no_cr"}
+        overrides = {name: {"scale": args.scale} for name in args.models if args.scale and name in scaled}
         rows = benchmark_models(
-            args.models, sizes, batch=args.batch, in_sar=args.sar_channels, device=args.device,
+            args.models, sizes, overrides=overrides, batch=args.batch, in_sar=args.sar_channels, device=args.device,
             repeats=args.repeats, warmup=args.warmup, mode=args.mode, memory=not args.no_memory,
             log=lambda message: print(message, file=sys.stderr, flush=True),
         )
+        if reference:
+            add_reference_ratios(rows, reference)
         result["rows"] = rows
         result["reference"] = reference
-        print(format_table(rows, reference))
+        print(format_table(rows))
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(result, handle, indent=1)

@@ -70,3 +70,21 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"model": {}, "build_args": {}, "payload": _Evil()}, path)
     with pytest.raises(CheckpointError, match="evil.pt"):
         read_checkpoint(path)
+
+
+def test_load_checkpoint_rebuilds_the_model_exactly(tmp_path):
+    from edc_lab.models import build_model
+
+    model = build_model("edc_tiny", num_classes=5)
+    path = save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "build_args": model.build_args,
+                                              "step": 3, "data": {"name": "synthetic"}})
+    loaded, meta = load_checkpoint(path)
+    assert not loaded.training and meta["step"] == 3 and "model" not in meta
+    optical, sar = torch.rand(1, 4, 32, 32), torch.rand(1, 2, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(optical, sar)["logits"], loaded(optical, sar)["logits"])
+    wrong = save_checkpoint(tmp_path / "w.pt", {"model": model.state_dict(),
+                                               "build_args": {**model.build_args, "num_classes": 7}})
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(wrong)

@@ -136,3 +136,21 @@ def test_bad_input_raises_clear_errors():
         fusion(torch.randn(1, 4, 4, 4), torch.randn(1, 4, 4, 5))
     with pytest.raises(ValueError, match="must share batch"):
         reliability_weighted_pool(torch.randn(1, 2, 4, 4), torch.ones(1, 1, 4, 5), 2)
+
+
+def test_redistribution_can_be_skipped_per_stream():
+    torch.manual_seed(0)
+    optical, sar, cross = torch.randn(3, 1, 8, 6, 6).unbind(0)
+    full = DCHF(8, cell=2)
+    only_optical = DCHF(8, cell=2, redistribute=("optical",))
+    only_optical.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith("sar_gate")})
+    new_optical, new_sar, new_cross, info = only_optical(optical, sar, cross)
+    reference = full(optical, sar, cross)
+    assert new_sar is sar and info["gates"]["sar"].abs().sum() == 0
+    assert torch.allclose(new_optical, reference[0]) and torch.allclose(new_cross, reference[2])
+    assert only_optical.sar_gate is None and not any(k.startswith("sar_gate") for k in only_optical.state_dict())
+    # no parameter is left without a gradient when only the optical output is used
+    (new_optical.sum() + new_cross.sum()).backward()
+    assert all(p.grad is not None for p in only_optical.parameters())
+    with pytest.raises(ValueError, match="redistribute"):
+        DCHF(8, redistribute=("cross",))

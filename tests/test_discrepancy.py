@@ -99,3 +99,11 @@ def test_auroc_scores_low_resolution_maps_on_the_mask_grid():
     assert discrepancy_auroc(coarse, mask) > 0.95
     with pytest.raises(ValueError, match="cloudy and clear"):
         discrepancy_auroc(coarse, torch.zeros(1, 32, 32))
+
+
+def test_cloud_bce_equals_torch_binary_cross_entropy_even_at_0_and_1():
+    discrepancy = torch.rand(2, 1, 4, 4)
+    discrepancy[0, 0, 0, :2] = torch.tensor([0.0, 1.0])
+    cloud_mask = (torch.rand(2, 8, 8) > 0.5).float()
+    target = F.adaptive_avg_pool2d(cloud_mask[:, None], (4, 4))
+    assert torch.isclose(cloud_bce(discrepancy, cloud_mask), F.binary_cross_entropy(discrepancy, target), atol=1e-5)

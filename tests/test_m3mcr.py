@@ -68,6 +68,7 @@ def sar_by_bilinear(sar_path: Path, optical_transform: Affine, shape: tuple[int,
 # --------------------------------------------------------------------------- the real tile
 
 
+@pytest.mark.real_data
 def test_real_tile_gives_4x300x300_optical_and_2x300x300_sar_on_one_grid(m3mcr_sample_root):
     dataset = M3MCR(m3mcr_sample_root, csv=REAL_CSV)
     assert len(dataset) == 8  # the authors' sample CSV repeats its row 8 times
@@ -89,6 +90,7 @@ def test_real_tile_gives_4x300x300_optical_and_2x300x300_sar_on_one_grid(m3mcr_s
     assert ds["cloud_mask"].dtype == bool and 0.3 < ds["cloud_mask"].values.mean() < 0.7
 
 
+@pytest.mark.real_data
 def test_real_tile_labels_land_where_georeference_says(m3mcr_sample_root):
     dataset = M3MCR(m3mcr_sample_root, csv=REAL_CSV)
     ds = dataset.read_scene(0)
@@ -100,6 +102,7 @@ def test_real_tile_labels_land_where_georeference_says(m3mcr_sample_root):
     assert (by_index[1:] != expected[1:]).sum() > 100
 
 
+@pytest.mark.real_data
 def test_real_tile_sar_is_bilinear_at_optical_pixel_centres(m3mcr_sample_root):
     dataset = M3MCR(m3mcr_sample_root, csv=REAL_CSV)
     ds = dataset.read_scene(0)
@@ -111,6 +114,7 @@ def test_real_tile_sar_is_bilinear_at_optical_pixel_centres(m3mcr_sample_root):
     np.testing.assert_allclose(ds["sar"].values[:, 0], ds["sar"].values[:, 1], atol=0.2)
 
 
+@pytest.mark.real_data
 def test_real_tile_finds_authors_csv_and_gives_torch_dicts(m3mcr_sample_root):
     dataset = M3MCR(m3mcr_sample_root, split="train")
     assert dataset.csv_path.name == REAL_CSV

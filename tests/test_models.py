@@ -54,15 +54,16 @@ def inputs(batch=2, sar_channels=2, height=64, width=64, seed=0):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_forward_backward_contract(name, sar_channels):
     model = make(name, in_sar=sar_channels)
+    batch = 1 if name in ("edc_small", "edc_base") else 2  # the two big ones: keep CI fast
     for height, width in ((64, 64), (100, 130)):
         model.zero_grad(set_to_none=True)
-        optical, sar = inputs(2, sar_channels, height, width)
+        optical, sar = inputs(batch, sar_channels, height, width)
         out = model(optical, sar)
         assert set(out) == {"logits", "cloudfree", "discrepancy", "reliability", "gates", "features"}
-        assert out["logits"].shape == (2, 7, height, width)
+        assert out["logits"].shape == (batch, 7, height, width)
         assert torch.isfinite(out["logits"]).all()
         if model.has_cloud_removal:
-            assert out["cloudfree"].shape == (2, 4, height, width)
+            assert out["cloudfree"].shape == (batch, 4, height, width)
             assert (out["cloudfree"] > 0).all() and (out["cloudfree"] < 1).all()
         else:
             assert out["cloudfree"] is None
@@ -70,7 +71,7 @@ def test_forward_backward_contract(name, sar_channels):
             assert len(out["discrepancy"]) == len(out["reliability"]) == len(out["gates"]) == 4
             for stage, (discrepancy, reliability) in enumerate(zip(out["discrepancy"], out["reliability"])):
                 stride = 2 ** (stage + 2)
-                assert discrepancy.shape == (2, 1, -(-height // stride), -(-width // stride))
+                assert discrepancy.shape == (batch, 1, -(-height // stride), -(-width // stride))
                 assert discrepancy.min() >= 0 and discrepancy.max() <= 1
                 torch.testing.assert_close(reliability, 1 - discrepancy)
             assert set(out["gates"][0]) == {"optical", "sar"}
@@ -113,8 +114,9 @@ def test_unknown_override_and_fixed_fields():
 
 
 def test_overrides_change_the_model_and_scale_builds_baselines_at_edc_sizes():
-    model = build_model("edc_tiny", widths=(8, 16, 32, 64), depths=(1, 2, 1, 1), windows=(2, 2))
-    out = model(*inputs(1, 2, 32, 32))
+    model = build_model("edc_tiny", widths=(8, 16, 32, 64), depths=(1, 2, 1, 1), windows=(2, 2)).eval()
+    with torch.no_grad():
+        out = model(*inputs(1, 2, 32, 32))
     assert model.config.widths == (8, 16, 32, 64) and len(model.encoder.optical_stream.stages["1"]) == 2
     assert out["logits"].shape == (1, 7, 32, 32)
     assert model_config("dense_edc", scale="base").widths == EDC_CONFIGS["edc_base"].widths
@@ -124,13 +126,17 @@ def test_overrides_change_the_model_and_scale_builds_baselines_at_edc_sizes():
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_build_args_rebuild_the_same_model(name):
-    model = make(name, in_sar=1, num_classes=5).eval()
-    args = json.loads(json.dumps(model.build_args))  # what a checkpoint stores
-    assert args["name"] == name and args["in_sar"] == 1 and args["num_classes"] == 5
-    rebuilt = build_model(**args).eval()
+    big = name in ("edc_small", "edc_base")
+    with torch.device("meta" if big else "cpu"):  # the big ones: compare structure only, on meta tensors
+        model = make(name, in_sar=1, num_classes=5).eval()
+        args = json.loads(json.dumps(model.build_args))  # what a checkpoint stores
+        assert args["name"] == name and args["in_sar"] == 1 and args["num_classes"] == 5
+        rebuilt = build_model(**args).eval()
     original_state, rebuilt_state = model.state_dict(), rebuilt.state_dict()
     assert list(original_state) == list(rebuilt_state)
     assert all(original_state[key].shape == rebuilt_state[key].shape for key in original_state)
+    if big:
+        return
     rebuilt.load_state_dict(original_state)
     optical, sar = inputs(1, 1, 48, 40)
     with torch.no_grad():

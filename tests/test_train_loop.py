@@ -27,7 +27,8 @@ def teacher_checkpoint(tmp_path_factory):
 
 
 def _student(out, teacher, **changes):
-    values = dict(TINY, stage="student", model="edc_tiny", out=str(out), teacher=str(teacher), lambda_kl=0.5)
+    values = dict(TINY, stage="student", model="edc_tiny", out=str(out), teacher=str(teacher), lambda_kl=0.5,
+                  augment=True)  # random flips / rotations must resume exactly too
     values.update(changes)
     return make_config(**values)
 
@@ -204,3 +205,66 @@ def test_lr_schedule_shape():
     assert lr_factor(9, 10, 100, 0.1) == pytest.approx(1.0)
     assert lr_factor(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
     assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------- config, TOML, CLI
+def test_config_priorities_profile_toml_flags(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('profile = "cpu-quick"\nsteps = 7\nlr = 1\nkd_region = "cloudy"\ncloud_cover = [0.3, 0.5]\n')
+    config = make_config(toml=toml, steps=9)
+    assert (config.size, config.batch_size) == (96, 8)  # from the profile
+    assert config.lr == 1.0 and config.kd_region == "cloudy" and config.cloud_cover == (0.3, 0.5)  # from the file
+    assert config.steps == 9 and config.profile == "cpu-quick"  # the explicit value wins
+    table = tmp_path / "table.toml"
+    table.write_text("[train]\nsteps = 3\n")
+    assert make_config(toml=table).steps == 3
+
+
+@pytest.mark.parametrize("text,message", [
+    ("stepz = 3\n", "unknown setting 'stepz'"),
+    ("steps = 'many'\n", "steps: expected an integer"),
+    ("augment = 1\n", "augment: expected true or false"),
+    ("steps = [\n", "syntax error"),
+    ('kd_region = "sky"\n', "kd_region: expected one of"),
+])
+def test_bad_toml_gives_one_clear_error_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as error:
+        make_config(toml=path)
+    if "kd_region" not in message:
+        assert "bad.toml" in str(error.value)
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match="profile: expected one of"):
+        make_config(profile="tpu-huge")
+    with pytest.raises(ValueError, match="root: data='m3mcr' needs"):
+        make_config(data="m3mcr")
+    with pytest.raises(ValueError, match="cloud_cover"):
+        make_config(cloud_cover=(0.8, 0.2))
+    with pytest.raises(ValueError, match="no such file"):
+        make_config(toml="/nonexistent/run.toml")
+
+
+def test_train_and_evaluate_commands(tmp_path, capsys):
+    from edc_lab.cli import main
+
+    toml = tmp_path / "run.toml"
+    toml.write_text("size = 32\nbatch_size = 2\ntrain_count = 4\nval_count = 2\nsteps = 50\naugment = false\n")
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(toml), "--steps", "2", "--out", str(out), "--no-progress",
+                 "--eval-every", "0"])
+    assert code == 0 and "teacher edc_tiny: step 2" in capsys.readouterr().out
+    assert read_checkpoint(out / "last.pt")["config"]["steps"] == 2  # the flag beat the file
+    metrics_path = tmp_path / "metrics.json"
+    code = main(["evaluate", "--checkpoint", str(out / "last.pt"), "--count", "2", "--out", str(metrics_path)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "cloudy" in printed and "AUROC" in printed
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["data"]["size"] == 32 and metrics["images"] == 2 and 0 <= metrics["miou"] <= 1
+    # bad input: one line on stderr, exit code 2
+    assert main(["train", "--out", str(out), "--steps", "2"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert "nope.pt" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from edc_lab.data.sample import (
 from edc_lab.data.paths import SAMPLE_DATA, m3mcr_sample_dir, shared_data_dir
 from edc_lab.data.clouds import CloudResult, add_clouds, fractal_noise
 from edc_lab.data.synthetic import SyntheticScenes, synthetic_scene
+from edc_lab.data.transforms import CenterCrop, Compose, RandomCrop, RandomFlip, RandomRotate90
 from edc_lab.data.io import Raster, align_to, read_cloud_mask, read_geotiff
 from edc_lab.data.m3mcr import WORLDCOVER_TO_LEVEL1, M3MCR, normalize_optical, normalize_sar, worldcover_to_level1
 from edc_lab.data.whu import WHU_CODE_TO_INDEX, WHUOptSAR, official_split, whu_labels
@@ -58,6 +59,11 @@ __all__ = [
     "fractal_noise",
     "SyntheticScenes",
     "synthetic_scene",
+    "CenterCrop",
+    "Compose",
+    "RandomCrop",
+    "RandomFlip",
+    "RandomRotate90",
     "Raster",
     "align_to",
     "read_cloud_mask",

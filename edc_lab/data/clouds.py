@@ -6,8 +6,8 @@ Real cloud fields look alike at every scale: a big bank has bumps, the bumps
 have bumps. A random field whose spectrum falls like a power of the frequency,
 ``1 / f**beta`` (*fractal* or *1/f noise*), has exactly that look, and it is
 cheap: draw random Fourier coefficients, scale them and take one inverse FFT.
-``beta`` is the slope of the *radially averaged* power spectrum, the number
-measured on cloud images along a line (about 5/3 to 3 for real clouds; we use
+``beta`` is the slope of the power spectrum along a line through the field,
+the number measured on cloud images (about 5/3 to 3 for real clouds; we use
 2.2). In two dimensions that is a power spectral density ``1 / f**(beta + 1)``,
 so the Fourier amplitudes scale as ``f**(-(beta + 1) / 2)``.
 
@@ -66,7 +66,7 @@ class CloudResult(NamedTuple):
     Attributes:
         cloudy: (4, H, W) float32 optical with clouds and shadows, in [0, 1].
         opacity: (H, W) float32 cloud opacity in [0, 1] (0 = clear).
-        mask: (H, W) bool, True where cloud covers the ground (``opacity > 0``).
+        mask: (H, W) bool, True where cloud covers the ground (``opacity > 0`` unless ``thickness`` is 0).
     """
 
     cloudy: np.ndarray
@@ -82,16 +82,16 @@ def _spectral_amplitude(shape: tuple[int, int], beta: float) -> np.ndarray:
     fx = np.fft.rfftfreq(width)[None, :]
     frequency = np.sqrt(fy**2 + fx**2)
     frequency[0, 0] = np.inf  # no mean component: the field is zero-mean
-    amplitude = frequency ** (-(beta + 1.0) / 2.0)
-    amplitude.setflags(write=False)
-    return amplitude.astype(np.float32)
+    amplitude = (frequency ** (-(beta + 1.0) / 2.0)).astype(np.float32)
+    amplitude.setflags(write=False)  # cached: shared between calls
+    return amplitude
 
 
 def fractal_noise(shape: tuple[int, int], beta: float, rng: np.random.Generator) -> np.ndarray:
     """A (H, W) float32 fractal random field, zero mean, unit std.
 
-    Its radially averaged power spectrum falls as ``1 / f**beta`` (2-D power
-    spectral density ``1 / f**(beta + 1)``): ``beta = -1`` is white noise,
+    The power spectrum of any line through the field falls as ``1 / f**beta``
+    (2-D power spectral density ``1 / f**(beta + 1)``): ``beta = -1`` is white noise,
     ``beta ≈ 2`` looks like clouds, larger is smoother. The field is periodic
     (it wraps around at the borders), a property of FFT synthesis.
 
@@ -119,12 +119,6 @@ def fractal_noise(shape: tuple[int, int], beta: float, rng: np.random.Generator)
     return field
 
 
-def _kth_largest(values: np.ndarray, k: int) -> float:
-    """The k-th largest entry (k >= 1) of a flat array, in O(n) with ``np.partition``."""
-    index = values.size - k
-    return float(np.partition(values, index)[index])
-
-
 def add_clouds(
     optical: np.ndarray,
     cover: float,
@@ -146,7 +140,7 @@ def add_clouds(
         thin_fraction: fraction of the cloudy pixels that are thin
             (opacity < ``thickness``): edges and veils, in [0, 1].
         shadows: darken a displaced copy of the clouds on clear ground.
-        beta: slope of the fractal field's radially averaged power spectrum
+        beta: spectral slope of the fractal field along a line
             (larger = smoother clouds; see :func:`fractal_noise`).
 
     Returns:

@@ -94,13 +94,14 @@ def build_dataset(
 
 
 def _m3mcr_crop(split: str, size: int) -> Callable[[dict], dict]:
-    """Random crop for training, centre crop otherwise; a no-op on samples no larger than ``size``."""
+    """Random crop for training, centre crop otherwise; samples smaller than ``size`` pass unchanged."""
     from edc_lab.data.transforms import CenterCrop, RandomCrop
 
     crop = RandomCrop(size) if split == "train" else CenterCrop(size)
 
     def crop_if_larger(sample: dict) -> dict:
         height, width = sample["label"].shape[-2:]
-        return crop(sample) if height > size or width > size else sample
+        fits = height >= size and width >= size and (height, width) != (size, size)
+        return crop(sample) if fits else sample
 
     return crop_if_larger

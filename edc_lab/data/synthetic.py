@@ -28,25 +28,33 @@ steps, all seeded (``numpy.random.default_rng(seed)``, same seed, same scene):
 
 Which classes separate where (designed so that fusion matters)
 --------------------------------------------------------------
-===========================  ======================  ==========================
-pair                         optical                 SAR
-===========================  ======================  ==========================
-farmland – others            yes (NIR, red: NDVI)    **no** (same backscatter)
-village – others             **no** (same spectrum)  yes (double bounce)
-road – others                **no** (same spectrum)  yes (smooth: dark)
-village – road               **no**                  yes
-farmland – forest            yes (darker canopy)     yes (VH volume scattering)
-city – village               yes (bright, low NIR)   yes (stronger double bounce)
-water – anything             yes (dark NIR)          yes (dark, specular)
-===========================  ======================  ==========================
+Per-pixel Fisher ratio ``J = d^T (S_a + S_b)^-1 d`` (d: difference of the
+class means, S: class covariances; > 1 separates well, ≈ 0 not at all) on
+clear optical (4 bands) and on SAR (VV, VH), measured on seeds 21-23 at 256²:
 
+=================  =====================  =====================  =============
+pair               optical                SAR                    J opt / J sar
+=================  =====================  =====================  =============
+farmland – others  yes (NDVI: NIR, red)   **no** (same σ0)       17.6 / 0.00
+village – others   **no** (same spectrum) yes (double bounce)    0.00 / 2.7
+road – others      **no** (same spectrum) yes (smooth: dark)     0.01 / 7.9
+village – road     **no**                 yes                    0.02 / 16.6
+village – forest   yes (canopy)           **weak** (both bright) 41.5 / 0.20
+water – road       yes (NIR)              **weak** (both dark)   197 / 1.7
+farmland – forest  yes (darker canopy)    yes (VH volume)        10.4 / 3.3
+city – village     yes (bright, low NIR)  partly (brighter)      7.9 / 1.4
+water – others     yes                    yes                    196 / 17.3
+=================  =====================  =====================  =============
+
+A nearest-class-mean classifier on single pixels reaches a balanced accuracy
+of about 0.69 on the optical alone, 0.60 on the SAR alone and 0.95 on both.
 So under a thick cloud the SAR still finds villages, roads, water, forest and
-the city, but farmland and others become one blur; where SAR alone is used,
-villages and roads need it and farmland needs the optical.
-``tests/test_synthetic.py`` measures this with per-pixel Fisher ratios.
-At 5 m a village (roofs, courtyards, trees) and a narrow road (mixed with its
-verges) really do look much like bare or grassy ground; making them
-*identical* in the optical is our simplification, to make the lesson sharp.
+the city, but farmland and others become one blur; without the SAR, villages
+and roads vanish into the bare ground. ``tests/test_synthetic.py`` asserts
+these orderings. At 5 m a village (roofs, courtyards, trees) and a narrow
+road (mixed with its verges) really do look much like bare or grassy ground;
+making them *identical* in the optical is our simplification, to make the
+lesson sharp.
 
 Whose idea is it
 ----------------
@@ -115,7 +123,7 @@ SAR_MEAN_DB = np.array(
     [
         [-12.0, -19.0],  # farmland: rough soil + crop, like others
         [-3.0, -9.5],  # city: double bounce (wall-ground corner reflectors)
-        [-8.0, -15.0],  # village: weaker double bounce (small, low houses)
+        [-7.0, -14.0],  # village: weaker double bounce (small, low houses)
         [-22.0, -29.0],  # water: specular, dark
         [-8.5, -13.5],  # forest: volume scattering, high VH
         [-19.0, -26.0],  # road: smooth asphalt, dark
@@ -144,6 +152,9 @@ OPTICAL_MEAN_T = np.ascontiguousarray(OPTICAL_MEAN.T)
 OPTICAL_LOADING_T = np.ascontiguousarray(OPTICAL_LOADING.T)
 SAR_MEAN_DB_T = np.ascontiguousarray(SAR_MEAN_DB.T)
 SAR_LOADING_DB_T = np.ascontiguousarray(SAR_LOADING_DB.T)
+for _table in (OPTICAL_MEAN, OPTICAL_LOADING, OPTICAL_NOISE, SAR_MEAN_DB, SAR_LOADING_DB,
+               OPTICAL_MEAN_T, OPTICAL_LOADING_T, SAR_MEAN_DB_T, SAR_LOADING_DB_T):
+    _table.setflags(write=False)  # shared constants: read-only
 
 
 class SceneArrays(NamedTuple):

@@ -187,7 +187,9 @@ class WHUOptSAR(torch.utils.data.Dataset):
         if split not in splits:
             raise DataError(f"WHUOptSAR: expected split in {sorted(splits)}, found {split!r}")
         if sorted(optical_bands) != sorted(OPTICAL_BANDS):
-            raise DataError(f"WHUOptSAR: expected optical_bands a permutation of {OPTICAL_BANDS}, found {optical_bands}")
+            raise DataError(
+                f"WHUOptSAR: expected optical_bands a permutation of {OPTICAL_BANDS}, found {tuple(optical_bands)}"
+            )
         low, high = (cloud_cover, cloud_cover) if np.isscalar(cloud_cover) else cloud_cover
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"WHUOptSAR: expected cloud_cover in [0, 1] (lo <= hi), found {cloud_cover}")
@@ -267,14 +269,15 @@ class WHUOptSAR(torch.utils.data.Dataset):
                            window=patch.window)
         label_path = self.path("label", patch.scene)
         codes = read_geotiff(label_path, "WHU-OPT-SAR label", bands=1, window=patch.window)
-        where = f"{label_path} (window rows {patch.row}..{patch.row + patch.size}, cols {patch.col}..{patch.col + patch.size})"
+        rows, cols = f"{patch.row}..{patch.row + patch.size}", f"{patch.col}..{patch.col + patch.size}"
+        where = f"{label_path} (window rows {rows}, cols {cols})"
         label = whu_labels(codes.values[0], where)
 
         optical_clear = np.clip(optical.values[self.band_order].astype(np.float32) / scale, 0.0, 1.0)
         sar_scaled = np.clip(sar.values.astype(np.float32) / scale, 0.0, 1.0)
 
         seed = self.cloud_seed(index)
-        cover = np.random.default_rng(seed).uniform(*self.cloud_cover)
+        cover = np.random.default_rng([self.seed, index, 1]).uniform(*self.cloud_cover)  # its own stream
         clouds = add_clouds(optical_clear, float(cover), seed, thickness=self.thickness)
 
         return make_sample(

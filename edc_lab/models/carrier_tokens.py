@@ -34,6 +34,8 @@ position); sizes are computed from the input, never fixed at construction.
 Attention uses ``torch.nn.functional.scaled_dot_product_attention``; setting
 ``block.keep_attention = True`` switches to an explicit softmax (same numbers,
 tested) that stores the weights on ``block.last_attention`` for notebooks.
+Importing this module teaches ``torch.utils.flop_counter`` the FLOPs of the CPU
+attention kernel, which torch leaves uncounted (see ``_register_cpu_attention_flops``).
 """
 
 from __future__ import annotations
@@ -273,12 +275,18 @@ class CarrierTokenAttention(nn.Module):
         """``(Hc, Wc)`` of the carrier map for an ``H x W`` feature map."""
         return -(-height // self.window) * self.carriers, -(-width // self.window) * self.carriers
 
+    def _has_empty_carrier_cells(self, size: tuple[int, int]) -> bool:
+        """Whether some carrier cell lies wholly in the padding (only possible when carriers > 1)."""
+        return any((-length) % self.window >= self.cell for length in size)
+
     def global_step(self, carrier: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Step 2: every carrier token attends to every other one. ``(B, C, Hc, Wc) -> (B, C, Hc, Wc)``."""
         rows = carrier.shape[-2]
         tokens = rearrange(carrier, "b c hc wc -> b (hc wc) c")
-        valid = carrier_validity(size, self.window, self.carriers, device=carrier.device)
-        key_mask = None if bool(valid.all()) else rearrange(valid, "hc wc -> 1 1 1 (hc wc)")
+        key_mask = None
+        if self._has_empty_carrier_cells(size):  # decided from sizes: no device sync
+            valid = carrier_validity(size, self.window, self.carriers, device=carrier.device)
+            key_mask = rearrange(valid, "hc wc -> 1 1 1 (hc wc)")
         # pre-norm residual attention, then pre-norm residual MLP
         mixed, attention = self.global_attn(self.global_norm1(tokens), key_mask, self.keep_attention)
         tokens = tokens + self.drop_path(mixed)
@@ -303,19 +311,20 @@ class CarrierTokenAttention(nn.Module):
         rows, cols = height // window, width // window
         # (B, C, Hp, Wp) -> (B*nh*nw, w*w, C)
         tokens = window_partition(x_padded, window)
-        key_valid = window_partition(valid_mask(size, window, device=x.device), window)[..., 0] > 0  # (nh*nw, w*w)
+        padded = (height, width) != tuple(size)  # decided from sizes: no device sync
+        if padded:
+            key_valid = window_partition(valid_mask(size, window, device=x.device), window)[..., 0] > 0  # (nh*nw, w*w)
         if carrier is not None:
             # this window's c x c carriers go in front of its w*w pixels: (B*nh*nw, c*c + w*w, C)
             window_carriers = rearrange(carrier, "b c (nh ch) (nw cw) -> (b nh nw) (ch cw) c", ch=c, cw=c)
             tokens = torch.cat([window_carriers, tokens], dim=1)
-            carrier_valid = rearrange(
-                carrier_validity(size, window, c, device=x.device), "(nh ch) (nw cw) -> (nh nw) (ch cw)", ch=c, cw=c
-            )
-            key_valid = torch.cat([carrier_valid, key_valid], dim=1)
+            if padded:
+                carrier_valid = rearrange(
+                    carrier_validity(size, window, c, device=x.device), "(nh ch) (nw cw) -> (nh nw) (ch cw)", ch=c, cw=c
+                )
+                key_valid = torch.cat([carrier_valid, key_valid], dim=1)
         # padded pixels are never keys (their own outputs are cropped away below)
-        key_mask = None
-        if not bool(key_valid.all()):
-            key_mask = repeat(key_valid, "n l -> (b n) 1 1 l", b=x.shape[0])
+        key_mask = repeat(key_valid, "n l -> (b n) 1 1 l", b=x.shape[0]) if padded else None
         # pre-norm residual attention and MLP over each window's sequence
         mixed, attention = self.attn(self.norm1(tokens), key_mask, self.keep_attention)
         tokens = tokens + self.drop_path(mixed)

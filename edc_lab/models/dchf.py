@@ -32,7 +32,9 @@ edc_lab's reading (DESIGN.md §1): squeeze-and-excitation channel attention,
 1x1 gate convolutions, ``eps = 1e-6``, pooling normalised by
 ``max(sum R, eps)`` (the exact reliability-weighted mean whenever a cell has any
 reliability, exactly 0 when it has none), a pre-norm (LayerNorm) on the cell
-tokens, cells padded at the bottom/right with ``R = 0`` and cropped back.
+tokens, cells padded at the bottom/right with ``R = 0`` and cropped back, and the
+``redistribute`` option that skips a stream's redistribution (the last stage's
+SAR output feeds nothing, so its gate would never be trained).
 ``PlainSumFusion`` (``X <- X + O + S``) is the ``edc_no_dchf`` ablation.
 """
 
@@ -114,6 +116,11 @@ class DCHF(nn.Module):
         dim: channels C of all three streams.
         num_heads: heads of the attention among cell tokens.
         cell: carrier-cell size in pixels of this stage.
+        eps: the epsilon of the pooling normaliser and of the key bias.
+        redistribute: which streams get the redistribution step, a subset of
+            ``("optical", "sar")``. A stream left out is returned unchanged, has no
+            gate convolution (so no parameter goes without a gradient when, e.g.,
+            the last stage's SAR output feeds nothing) and reports an all-zero gate.
 
     ``forward(optical, sar, cross=None, *, reliability=None) -> (optical, sar, cross, info)``,
     all maps ``(B, C, H, W)``; ``cross=None`` (stage 1) means zeros.
@@ -128,10 +135,21 @@ class DCHF(nn.Module):
     ``(B, heads, Nc, Nc)`` on ``last_attention``.
     """
 
-    def __init__(self, dim: int, num_heads: int = 1, cell: int = 8, eps: float = RELIABILITY_EPS):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 1,
+        cell: int = 8,
+        eps: float = RELIABILITY_EPS,
+        redistribute: tuple[str, ...] = ("optical", "sar"),
+    ):
         super().__init__()
         if cell < 1:
             raise ValueError(f"DCHF: cell must be >= 1, found {cell}")
+        unknown = set(redistribute) - {"optical", "sar"}
+        if unknown:
+            raise ValueError(f"DCHF: redistribute takes 'optical' and/or 'sar', found {sorted(unknown)}")
+        self.redistribute = tuple(redistribute)
         self.dim, self.cell, self.eps = dim, cell, eps
         self.keep_attention = False
         self.last_attention: torch.Tensor | None = None
@@ -143,8 +161,8 @@ class DCHF(nn.Module):
         self.token_norm = nn.LayerNorm(dim)
         self.cell_attention = MultiHeadSelfAttention(dim, num_heads)
         # redistribution gates
-        self.optical_gate = nn.Conv2d(dim, dim, kernel_size=1)
-        self.sar_gate = nn.Conv2d(dim, dim, kernel_size=1)
+        self.optical_gate = nn.Conv2d(dim, dim, kernel_size=1) if "optical" in self.redistribute else None
+        self.sar_gate = nn.Conv2d(dim, dim, kernel_size=1) if "sar" in self.redistribute else None
 
     def global_context(self, mixed: torch.Tensor, reliability: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``G`` from the local mix ``M (B, C, H, W)`` and ``R (B, 1, H, W)``.
@@ -199,10 +217,16 @@ class DCHF(nn.Module):
         # 4. the cross-modal stream collects both
         cross = cross + mixed + context
         # 5. redistribution: correct the optical stream where D is high, the SAR stream by a gate
-        optical_gate = torch.sigmoid(self.optical_gate(cross - optical)) * discrepancy
-        sar_gate = torch.sigmoid(self.sar_gate(cross - sar))
-        optical = optical + optical_gate * (cross - optical)
-        sar = sar + sar_gate * (cross - sar)
+        if self.optical_gate is not None:
+            optical_gate = torch.sigmoid(self.optical_gate(cross - optical)) * discrepancy
+            optical = optical + optical_gate * (cross - optical)
+        else:
+            optical_gate = torch.zeros_like(optical)
+        if self.sar_gate is not None:
+            sar_gate = torch.sigmoid(self.sar_gate(cross - sar))
+            sar = sar + sar_gate * (cross - sar)
+        else:
+            sar_gate = torch.zeros_like(sar)
         info = {
             "discrepancy": discrepancy,
             "reliability": reliability,

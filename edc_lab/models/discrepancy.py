@@ -129,9 +129,13 @@ def cloud_bce(discrepancy: torch.Tensor, cloud_mask: torch.Tensor) -> torch.Tens
             f"cloud_bce: batch of the cloud mask ({cloud_mask.shape[0]}) differs from the discrepancy's "
             f"({discrepancy.shape[0]})"
         )
-    target = resize_cloud_mask(cloud_mask, tuple(discrepancy.shape[-2:])).to(discrepancy.dtype)
-    # F.binary_cross_entropy is not autocast-safe; compute in float32
-    return F.binary_cross_entropy(discrepancy.float(), target.float())
+    target = resize_cloud_mask(cloud_mask, tuple(discrepancy.shape[-2:])).float()
+    # written out instead of F.binary_cross_entropy, which autocast refuses on CUDA;
+    # in float32, with the logs clamped at -100 exactly as torch does
+    probability = discrepancy.float()
+    log_cloud = torch.log(probability).clamp_min(-100.0)
+    log_clear = torch.log1p(-probability).clamp_min(-100.0)
+    return -(target * log_cloud + (1.0 - target) * log_clear).mean()
 
 
 def discrepancy_auroc(discrepancy: torch.Tensor | np.ndarray, cloud_mask: torch.Tensor | np.ndarray) -> float:

@@ -16,13 +16,14 @@ Read in this order:
 
 from edc_lab.train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from edc_lab.train.config import PROFILES, TrainConfig, load_toml, make_config
-from edc_lab.train.loop import NonFiniteLossError, evaluate, train
+from edc_lab.train.loop import NonFiniteLossError, cloud_cover_sweep, evaluate, train
 
 __all__ = [
     "PROFILES",
     "CheckpointError",
     "NonFiniteLossError",
     "TrainConfig",
+    "cloud_cover_sweep",
     "evaluate",
     "load_checkpoint",
     "load_toml",

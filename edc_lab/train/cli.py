@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, help="steps between validations")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     parser.add_argument("--num-workers", type=int, help="DataLoader worker processes")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                        help="no random flips / rotations")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
 
 
@@ -58,7 +60,7 @@ def config_from_args(args: argparse.Namespace):
     names = (
         "stage", "model", "data", "root", "out", "steps", "size", "batch_size", "lr", "teacher", "resume", "seed",
         "data_seed", "device", "amp", "train_count", "val_count", "cloud_cover", "lambda_cr", "lambda_kd",
-        "lambda_kl", "kd_region", "temperature", "eval_every", "checkpoint_every", "num_workers", "progress",
+        "lambda_kl", "kd_region", "temperature", "eval_every", "checkpoint_every", "num_workers", "progress", "augment",
     )
     overrides = {name: getattr(args, name, None) for name in names}
     return make_config(profile=args.profile, toml=args.config, **overrides)

@@ -100,10 +100,23 @@ def broadcast_object(value, context: DistributedContext):
     return holder[0]
 
 
+def broadcast_buffers(model: torch.nn.Module, context: DistributedContext) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP keeps *parameters* identical by averaging gradients, and broadcasts
+    buffers from rank 0 at the start of each forward pass; the last forward
+    still leaves each rank with running statistics of its own batch. This is
+    the same broadcast once more, after the last step.
+    """
+    if context.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
 def parameter_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of every parameter and buffer, bit for bit: equal digests = identical replicas."""
+    """SHA-256 of every parameter, bit for bit: equal digests = identical replicas."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(model.named_parameters()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()

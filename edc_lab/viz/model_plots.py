@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -219,26 +220,26 @@ def plot_discrepancy_row(optical, sar, discrepancy, cloud_mask, axes=None, title
 def plot_gates(info: dict, cloud_mask=None, axes=None, size: tuple[int, int] | None = None):
     """One DCHF's maps: D, the optical gate, the SAR gate, |G| and the cell reliability (+ the mask).
 
-    ``info`` is the dict a ``DCHF`` returned; gates and ``G`` are averaged over
-    channels (first image of the batch). Maps are shown on ``size`` (default: the
+    ``info`` is the dict a ``DCHF`` returned; gates and ``|G|`` are averaged over
+    channels (first image of the batch); gates, D and reliability share the 0-1 colour scale. Maps are shown on ``size`` (default: the
     cloud mask's grid, else the stage's own).
     """
     mask = None if cloud_mask is None else _as_numpy(cloud_mask).reshape(_as_numpy(cloud_mask).shape[-2:])
     size = size or (mask.shape if mask is not None else tuple(info["discrepancy"].shape[-2:]))
     panels = [
-        ("discrepancy D", info["discrepancy"], "bilinear", (0, 1)),
-        ("optical gate (mean over C)", info["gates"]["optical"].mean(1, keepdim=True), "bilinear", (0, 1)),
-        ("SAR gate (mean over C)", info["gates"]["sar"].mean(1, keepdim=True), "bilinear", (0, 1)),
-        ("|G| (mean over C)", info["global_context"].abs().mean(1, keepdim=True), "nearest", (None, None)),
+        ("D", info["discrepancy"], "bilinear", (0, 1)),
+        ("optical gate", info["gates"]["optical"].mean(1, keepdim=True), "bilinear", (0, 1)),
+        ("SAR gate", info["gates"]["sar"].mean(1, keepdim=True), "bilinear", (0, 1)),
+        ("|G|", info["global_context"].abs().mean(1, keepdim=True), "nearest", (None, None)),
         ("cell reliability", info["cell_reliability"], "nearest", (0, 1)),
     ]
     if mask is not None:
         panels.append(("true cloud mask", torch.as_tensor(mask)[None, None], "nearest", (0, 1)))
     if axes is None:
-        _, axes = plt.subplots(1, len(panels), figsize=(10, 2.4))
+        _, axes = plt.subplots(1, len(panels), figsize=(10, 2.2))
     for ax, (title, values, mode, (low, high)) in zip(axes, panels):
         ax.imshow(upsample_map(values, size, mode), cmap="gray" if "mask" in title else "viridis", vmin=low, vmax=high)
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     return axes[0].figure
 
@@ -250,10 +251,13 @@ def plot_cost_curves(tokens: Sequence[float], series: dict[str, Sequence[float]]
         _, ax = plt.subplots(figsize=(4, 3))
     for name, values in series.items():
         ax.loglog(tokens, values, "o-", label=name)
-    ax.set_xlabel("tokens (H x W)")
+    ax.set_xticks(list(tokens))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xticklabels([f"{round(count ** 0.5)}²" for count in tokens])
+    ax.set_xlabel("token map (H x W)")
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    ax.grid(True, which="both", lw=0.3)
+    ax.grid(True, which="major", lw=0.3)
     return ax.figure

@@ -167,10 +167,9 @@ def _sample_arrays(sample) -> dict[str, np.ndarray]:
     if isinstance(sample, Mapping):
         names = ("optical", "optical_clear", "sar", "label", "cloud_mask")
         arrays = {name: to_numpy(sample[name]) for name in names if name in sample}
-        if "sar" in arrays:
-            arrays["polarizations"] = ["VV", "VH"][: arrays["sar"].shape[0]] if arrays["sar"].shape[0] <= 2 else [
-                f"SAR {i}" for i in range(arrays["sar"].shape[0])
-            ]
+        if "sar" in arrays:  # a dict does not name its polarizations: VV (, VH) by convention
+            channels = arrays["sar"].shape[0]
+            arrays["polarizations"] = ["VV", "VH"][:channels] if channels <= 2 else [str(i) for i in range(channels)]
         return arrays
     raise ValueError(f"plot_sample: expected an xarray.Dataset or a dict of tensors, found {type(sample).__name__}")
 

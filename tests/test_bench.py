@@ -1,0 +1,167 @@
+"""Benchmark harness: hand-checked FLOPs, memory accounting, timing protocol, attention curve, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from edc_lab import bench
+from edc_lab.cli import main as cli_main
+from edc_lab.models import build_model
+
+
+def test_count_parameters_counts_each_parameter_once():
+    linear = nn.Linear(3, 4)  # 3*4 weights + 4 biases
+    assert bench.count_parameters(linear) == 16
+    shared = nn.Sequential(linear, linear)
+    assert bench.count_parameters(shared) == 16
+    linear.bias.requires_grad_(False)
+    assert bench.count_parameters(linear, trainable_only=True) == 12
+
+
+def test_count_flops_by_hand():
+    linear = nn.Linear(8, 16)
+    x = torch.randn(4, 8)
+    assert bench.count_flops(linear, (x,)) == 2 * 4 * 8 * 16
+    # backward with an input that needs no gradient: only the weight gradient, one more matmul
+    assert bench.count_flops(linear, (x,), backward=True) == 2 * (2 * 4 * 8 * 16)
+    conv = nn.Conv2d(3, 5, 3, padding=1)
+    image = torch.randn(2, 3, 6, 7)
+    assert bench.count_flops(conv, (image,)) == 2 * (2 * 6 * 7) * 5 * 3 * 9
+    # CPU attention is counted (torch has no formula for its CPU kernel; the blocks register one)
+    query = torch.randn(2, 3, 10, 4)
+    attention = torch.nn.functional.scaled_dot_product_attention
+    assert bench.count_flops(attention, (query, query, query)) == 2 * (2 * 2 * 3 * 10 * 10 * 4)
+
+
+def test_peak_memory_counts_new_storages_not_views_or_existing_tensors():
+    existing = torch.zeros(256, 1024)  # 1 MiB that exists before the call: not counted
+    mib = 2**20
+
+    def work():
+        first = existing + 1  # +1 MiB
+        second = first * 2  # +1 MiB -> 2 MiB live
+        del first  # -> 1 MiB
+        transposed = second.t()  # a view: no new memory
+        copy = transposed.contiguous()  # +1 MiB -> 2 MiB
+        existing.add_(0)  # in place on an old tensor: no new memory
+        return copy[:1]
+
+    result = bench.peak_memory(work, "cpu")
+    assert result["peak_bytes"] == 2 * mib
+    assert "live tensor bytes" in result["method"]
+
+
+def test_measure_latency_runs_warmup_then_repeats():
+    calls = []
+
+    def sleepy():
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+
+    stats = bench.measure_latency(sleepy, repeats=5, warmup=2)
+    assert len(calls) == 7 and stats["repeats"] == 5 and stats["warmup"] == 2
+    assert len(stats["times_ms"]) == 5
+    assert 2.0 <= stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
+    assert stats["median_ms"] == sorted(stats["times_ms"])[2]
+
+
+def test_compare_latency_interleaves_and_rotates():
+    order = []
+    fns = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    stats = bench.compare_latency(fns, repeats=3, warmup=1)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rounds rotated
+    assert set(stats) == {"a", "b"} and stats["a"]["repeats"] == 3
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        bench.compare_latency(fns, repeats=0)
+
+
+def test_crossover_by_hand():
+    def rows(pairs):
+        out = []
+        for size, (hat, dense) in pairs.items():
+            out += [{"size": size, "block": "hat", "median_ms": hat}, {"size": size, "block": "dense", "median_ms": dense}]
+        return out
+
+    assert bench.crossover(rows({8: (2, 1), 16: (3, 3), 32: (4, 9), 64: (8, 40)})) == 32
+    assert bench.crossover(rows({8: (1, 2), 16: (3, 2), 32: (4, 9)})) == 32  # must hold from there on
+    assert bench.crossover(rows({8: (2, 1), 16: (5, 3)})) is None
+    missing = rows({8: (2, 1), 16: (1, 3)}) + [{"size": 32, "block": "hat", "median_ms": 2}, {"size": 32, "block": "dense", "median_ms": None}]
+    assert bench.crossover(missing) == 16
+
+
+def test_attention_curve_hat_linear_dense_quadratic():
+    rows = bench.attention_cost_curve(sizes=(16, 32, 64), dim=16, heads=2, window=8, repeats=1, warmup=0,
+                                      max_dense_tokens=32 * 32)
+    flops = {(row["block"], row["size"]): row["flops"] for row in rows}
+    # doubling the side = 4x the tokens: HAT's FLOPs ~4x, dense attention's clearly more (its N^2 term)
+    assert 3.6 <= flops["hat", 64] / flops["hat", 32] <= 4.4
+    assert flops["dense", 64] / flops["dense", 32] > 6
+    assert flops["hat", 64] < flops["dense", 64]
+    dense_64 = next(row for row in rows if row["block"] == "dense" and row["size"] == 64)
+    assert not dense_64["measured"] and dense_64["median_ms"] is None and dense_64["estimated_ms"] > 0
+    hat_64 = next(row for row in rows if row["block"] == "hat" and row["size"] == 64)
+    assert hat_64["measured"] and hat_64["median_ms"] > 0 and hat_64["peak_bytes"] > 0
+    assert bench.crossover(rows, "flops") is not None
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_models_writes_json_and_prints_a_table(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = bench.run(_parse(["--models", "edc_tiny", "optical_only", "--sizes", "32", "--repeats", "1",
+                             "--warmup", "0", "--reference", "optical_only", "--out", str(out)]))
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "edc_tiny" in printed and "speed-up" in printed
+    result = json.loads(out.read_text())
+    assert [row["model"] for row in result["rows"]] == ["edc_tiny", "optical_only"]
+    row = result["rows"][0]
+    assert row["parameters"] == bench.count_parameters(build_model("edc_tiny"))
+    assert row["flops"] > 0 and row["median_ms"] > 0 and row["peak_bytes"] > 0
+    assert row["build_args"]["name"] == "edc_tiny"
+    assert result["machine"]["torch"] == torch.__version__
+
+
+def test_cli_train_mode_and_attention_mode(tmp_path, capsys):
+    assert cli_main(["bench", "--models", "edc_tiny", "--sizes", "32", "--batch", "2", "--mode", "train",
+                     "--repeats", "1", "--warmup", "0", "--no-memory"]) == 0
+    assert "edc_tiny" in capsys.readouterr().out
+    out = tmp_path / "attention.json"
+    assert cli_main(["bench", "--attention", "--sizes", "8", "16", "--dim", "16", "--repeats", "1",
+                     "--warmup", "0", "--out", str(out)]) == 0
+    attention = json.loads(out.read_text())["attention"]
+    assert {row["block"] for row in attention["rows"]} == {"hat", "dense"}
+    assert set(attention["crossover"]) == {"flops", "median_ms", "peak_bytes"}
+
+
+def test_cli_rejects_bad_requests(capsys):
+    assert bench.run(_parse(["--models", "edc_giant"])) == 2
+    assert "unknown model(s) ['edc_giant']; valid names: edc_tiny" in capsys.readouterr().err
+    assert bench.run(_parse(["--models", "edc_tiny", "--reference", "cloudseg_ref"])) == 2
+    assert "--reference cloudseg_ref is not among" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert bench.run(_parse(["--device", "cuda"])) == 2
+        assert "sees no CUDA device" in capsys.readouterr().err
+
+
+def test_reference_ratios_by_hand():
+    rows = [
+        {"model": "small", "size": 64, "parameters": 10, "median_ms": 2.0, "times_ms": [2.0, 4.0, 1.0]},
+        {"model": "big", "size": 64, "parameters": 40, "median_ms": 8.0, "times_ms": [8.0, 8.0, 6.0]},
+    ]
+    bench.add_reference_ratios(rows, "big")
+    assert rows[0]["parameter_ratio"] == 0.25 and rows[0]["speedup"] == 4.0
+    assert rows[0]["paired_speedup"] == 4.0  # median of 4, 2, 6
+    assert rows[1]["speedup"] == 1.0
+    assert "paired" in bench.format_table([{**row, "iqr_ms": 0.0, "min_ms": 1.0, "batch": 1, "flops": 1e9,
+                                            "peak_bytes": None} for row in rows])

@@ -1,0 +1,127 @@
+"""Plots: percentile stretch, band order, label colours with ignore, legends, the six-panel figure."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+
+from edc_lab.data.sample import WHU_CLASSES, WHU_COLORS  # noqa: E402
+from edc_lab.data.synthetic import SyntheticScenes, synthetic_scene  # noqa: E402
+from edc_lab.viz import false_color, label_rgb, legend_handles, plot_sample, rgb, stretch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_stretch_maps_percentiles_to_zero_and_one():
+    values = np.arange(101, dtype=np.float32).reshape(1, 101)
+    out = stretch(values, (10, 90))
+    assert out.dtype == np.float32
+    assert out[0, 10] == 0 and out[0, 90] == 1 and out[0, 50] == pytest.approx(0.5)
+    assert out[0, :10].max() == 0 and out[0, 90:].min() == 1  # clipped
+    # A constant channel becomes 0; non-finite values are ignored and shown as 0.
+    assert not stretch(np.full((2, 3, 3), 4.0)).any()
+    with_nan = values.copy()
+    with_nan[0, 0] = np.nan
+    assert stretch(with_nan)[0, 0] == 0 and np.isfinite(stretch(with_nan)).all()
+    with pytest.raises(ValueError, match="percentiles"):
+        stretch(values, (90, 10))
+
+
+def test_joint_stretch_keeps_hue_and_reference_supplies_the_range():
+    image = np.stack([np.linspace(0, 1, 50), np.linspace(0, 0.5, 50)]).reshape(2, 5, 10).astype(np.float32)
+    per_channel = stretch(image, (0, 100), per_channel=True)
+    joint = stretch(image, (0, 100), per_channel=False)
+    assert per_channel[1].max() == 1  # each channel filled to 1
+    assert joint[1].max() == pytest.approx(0.5)  # ratio between channels kept
+    reference = image * 0.5
+    assert stretch(image, (0, 100), reference=reference).max() == 1  # saturates beyond the reference range
+    with pytest.raises(ValueError, match="reference"):
+        stretch(image, reference=reference[:1])
+
+
+def _banded_optical(size=8):
+    """Each band bright in its own region: blue left, green top, red right, nir bottom."""
+    optical = np.full((4, size, size), 0.1, dtype=np.float32)
+    half = size // 2
+    optical[0, :, :half] = 0.5
+    optical[1, :half, :] = 0.5
+    optical[2, :, half:] = 0.5
+    optical[3, half:, :] = 0.5
+    return optical
+
+
+def test_rgb_and_false_colour_pick_the_right_bands_from_any_array_type():
+    optical = _banded_optical()
+    image = rgb(optical, percentiles=(0, 100))
+    assert image.shape == (8, 8, 3)
+    np.testing.assert_array_equal(image[..., 0] > 0.5, optical[2] > 0.3)  # red channel = red band
+    np.testing.assert_array_equal(image[..., 2] > 0.5, optical[0] > 0.3)  # blue channel = blue band
+    composite = false_color(optical, percentiles=(0, 100))
+    np.testing.assert_array_equal(composite[..., 0] > 0.5, optical[3] > 0.3)  # red shows NIR
+    np.testing.assert_array_equal(composite[..., 1] > 0.5, optical[2] > 0.3)  # green shows red
+    assert np.array_equal(rgb(torch.from_numpy(optical)), rgb(optical))
+    ds = synthetic_scene(0, 32)
+    assert np.array_equal(rgb(ds.optical), rgb(ds.optical.values))
+    with pytest.raises(ValueError, match=r"\(4, H, W\)"):
+        rgb(optical[:3])
+    with pytest.raises(ValueError, match="swir"):
+        rgb(optical, bands=("swir", "red", "green"))
+
+
+def test_label_colours_match_the_palette_and_ignore_is_transparent():
+    label = np.array([[0, 1, 2, 3], [4, 5, 6, 255]], dtype=np.uint8)
+    image = label_rgb(label, WHU_COLORS)
+    assert image.shape == (2, 4, 4)
+    for index in range(7):
+        row, col = np.argwhere(label == index)[0]
+        np.testing.assert_allclose(image[row, col, :3], to_rgb(WHU_COLORS[index]), atol=1e-6)
+        assert image[row, col, 3] == 1
+    np.testing.assert_array_equal(image[1, 3], [0, 0, 0, 0])
+    assert np.array_equal(label_rgb(torch.from_numpy(label.astype(np.int64)), WHU_COLORS), image)
+    black = label_rgb(label, WHU_COLORS, ignore_color=(0, 0, 0, 1))
+    np.testing.assert_array_equal(black[1, 3], [0, 0, 0, 1])
+    with pytest.raises(ValueError, match=r"0\.\.6 or 255.*\[9\]"):
+        label_rgb(np.array([[0, 9]]), WHU_COLORS)
+
+
+def test_legend_handles_name_and_colour_each_class():
+    handles = legend_handles(WHU_CLASSES, WHU_COLORS)
+    assert [h.get_label() for h in handles] == list(WHU_CLASSES)
+    for handle, color in zip(handles, WHU_COLORS):
+        np.testing.assert_allclose(handle.get_facecolor()[:3], to_rgb(color))
+    with pytest.raises(ValueError, match="one colour per class"):
+        legend_handles(WHU_CLASSES, WHU_COLORS[:3])
+
+
+def test_plot_sample_draws_six_small_panels_from_a_dataset_or_a_torch_sample():
+    ds = synthetic_scene(1, 48, cloud_cover=0.3)
+    figure = plot_sample(ds)
+    width, height = figure.get_size_inches()
+    assert width <= 10 and height <= 3.5
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[:5] == ["true colour", "false colour (NIR R G)", "SAR VV", "SAR VH", "label"]
+    assert titles[5].startswith("cloud mask (30%")
+    assert [t.get_text() for t in figure.axes[4].get_legend().get_texts()] == list(WHU_CLASSES)
+    dataset = SyntheticScenes(2, size=48, sar_channels=1)
+    figure = dataset.plot(dataset[0])
+    assert figure.axes[3].get_title() == "SAR VH: n/a" and len(figure.axes[3].images) == 0
+    assert len(figure.axes[0].images) == 1 and len(figure.axes[4].images) == 1
+
+
+def test_plot_sample_into_given_axes():
+    figure, axes = plt.subplots(2, 3, figsize=(6, 3))
+    returned = plot_sample(synthetic_scene(2, 32), axes=axes)
+    assert returned is figure and all(len(ax.images) == 1 for ax in axes.ravel())
+    with pytest.raises(ValueError, match="6 axes"):
+        plot_sample(synthetic_scene(2, 32), axes=axes.ravel()[:4])
+    with pytest.raises(ValueError, match="xarray.Dataset or a dict"):
+        plot_sample(np.zeros((4, 8, 8)))
