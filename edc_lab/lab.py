@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,4 +32,6 @@ def run(args: argparse.Namespace) -> int:
         f"--ServerApp.root_dir={root}",
         # the token is left on (Jupyter's default): the URL printed at start carries it
     ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--ServerApp.allow_root=True")  # containers often run as root
     return subprocess.call(command)
