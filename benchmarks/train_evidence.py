@@ -97,7 +97,11 @@ def main() -> None:
     parser.add_argument("--test-count", type=int, default=48, help="heavy-cloud test scenes")
     parser.add_argument("--sweep-count", type=int, default=16, help="test scenes per cloud-cover level")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="rebuild the tables from <out>.json")
     args = parser.parse_args()
+    if args.report_only:
+        write_report(json.loads(Path(args.out).with_suffix(".json").read_text()), args)
+        return
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
@@ -120,17 +124,33 @@ def main() -> None:
             print(f"seed {seed} {name:>14}: mIoU {metrics['miou']:.3f} cloudy {metrics['miou_cloudy']:.3f} "
                   f"clear {metrics['miou_clear']:.3f}  ({seconds:.0f} s training)", flush=True)
 
+    results["_meta"] = [{"elapsed_seconds": time.perf_counter() - started}]
+    write_report(results, args)
+
+
+def median_step_seconds(run_dir: Path) -> float | None:
+    """Median seconds per training step of a finished run (first 5 steps left out as warm-up)."""
+    path = run_dir / "history.json"
+    if not path.is_file():
+        return None
+    seconds = [r["seconds"] for r in json.loads(path.read_text()) if r["split"] == "train"][5:]
+    return float(np.median(seconds)) if seconds else None
+
+
+def write_report(results: dict, args) -> None:
+    """Markdown tables (+ the raw results as JSON next to them)."""
+    meta = (results.pop("_meta", None) or [{}])[0]
     config = make_config(profile=args.profile, **({"steps": args.steps} if args.steps else {}),
                          **({"size": args.size} if args.size else {}))
-    elapsed = time.perf_counter() - started
+    elapsed = meta.get("elapsed_seconds")
     lines = [
         f"Synthetic scenes, profile `{args.profile}`: {config.size}² px, batch {config.batch_size}, "
         f"{config.steps} steps, {config.train_count} training scenes (cloud cover 0.2–0.8), lr {config.lr}; "
         f"test: {args.test_count} held-out scenes with cloud cover 0.4–0.8; seeds {args.seeds} "
         f"(mean ± std over seeds, mIoU in %). Machine: {platform.machine()} CPU, {args.threads} threads, "
-        f"torch {torch.__version__}; whole script {elapsed / 60:.1f} min.",
+        f"torch {torch.__version__}" + (f"; whole script {elapsed / 60:.0f} min." if elapsed else "."),
         "",
-        "| model | input | mIoU all | mIoU cloudy | mIoU clear | D AUROC stage 1 / 2 / 3 / 4 | train s / run |",
+        "| model | input | mIoU all | mIoU cloudy | mIoU clear | D AUROC stage 1 / 2 / 3 / 4 | s / step (median) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
@@ -139,13 +159,28 @@ def main() -> None:
         metric = lambda key: [r["metrics"][key] for r in runs]
         stages = len(runs[0]["metrics"]["auroc"])
         aurocs = " / ".join(auroc_cell([r["metrics"]["auroc"][k] for r in runs]) for k in range(stages)) or "–"
-        seconds = [r["train_seconds"] for r in runs if "train_seconds" in r]
+        steps = [median_step_seconds(Path(args.runs) / f"seed{r['seed']}" / name) for r in runs if "sweep" in r]
+        steps = [s for s in steps if s is not None]
         source = "cloud-free" if "cloud-free" in name else "cloudy"
-        timing = f"{np.mean(seconds):.0f}" if seconds else "(teacher run)"
+        timing = f"{np.mean(steps):.2f}" if steps else ("(teacher run)" if source == "cloud-free" else "–")
         lines.append(
             f"| {name} | {source} | {mean_std(metric('miou'))} | {mean_std(metric('miou_cloudy'))} | "
             f"{mean_std(metric('miou_clear'))} | {aurocs} | {timing} |"
         )
+    pairs = [("student_kd", "student_no_kd", "distillation: student_kd − student_no_kd"),
+             ("student_no_kd", "edc_no_dchf", "DCHF: student_no_kd − edc_no_dchf"),
+             ("student_no_kd", "early_fusion", "EDC (no KD) − early_fusion")]
+    lines += ["", "Paired differences (same seed, same data), mIoU points:", "",
+              "| comparison | all | cloudy | clear |", "|---|---|---|---|"]
+    for first, second, label in pairs:
+        if not results.get(first) or not results.get(second):
+            continue
+        cells = []
+        for key in ("miou", "miou_cloudy", "miou_clear"):
+            diffs = [a["metrics"][key] - b["metrics"][key] for a, b in zip(results[first], results[second])]
+            cells.append(f"{100 * np.mean(diffs):+.1f} ± {100 * np.std(diffs, ddof=1):.1f}" if len(diffs) > 1
+                         else f"{100 * diffs[0]:+.1f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", f"mIoU (all pixels, %) against cloud cover, {args.sweep_count} test scenes per level, "
               "the same scenes at every level:", "",
               "| model | " + " | ".join(f"cover {c:.1f}" for c in COVERS) + " |",
@@ -160,6 +195,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table + "\n")
+    results["_meta"] = [meta]
     out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float))
 
 

@@ -268,3 +268,33 @@ def test_train_and_evaluate_commands(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_live_plot_draws_the_history():
+    from edc_lab.train.live import LivePlot, plot_history
+
+    history = [{"split": "train", "step": s, "loss": 2.0 / s, "loss_seg": 1.5 / s, "lr": 1e-3} for s in range(1, 5)]
+    history.append({"split": "val", "step": 4, "miou": 0.5, "miou_cloudy": 0.4, "miou_clear": 0.6})
+    figure = plot_history(history)
+    loss_axis, miou_axis = figure.axes
+    assert len(loss_axis.lines) == 2 and len(miou_axis.lines) == 3
+    assert list(miou_axis.lines[1].get_ydata()) == [0.4]
+    live = LivePlot(every=2)
+    for record in history:
+        live(record, history)  # outside a notebook: draws, displays nothing, raises nothing
+    assert len(live.axes[1].lines) == 3
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_training_on_the_real_m3mcr_tile(m3mcr_sample_root, tmp_path):
+    """300 x 300 M3M-CR scenes are cropped to the patch size by the seeded augmentation."""
+    config = make_config(stage="student", model="edc_tiny", data="m3mcr", root=str(m3mcr_sample_root),
+                         val_split="train", lambda_kd=0.0, out=str(tmp_path),
+                         **dict(TINY, size=64, steps=2, augment=True))
+    history = train(config)
+    validation = history[-1]
+    assert validation["split"] == "val" and 0.0 <= validation["miou"] <= 1.0
+    _, meta = load_checkpoint(tmp_path / "last.pt")
+    assert meta["data"]["name"] == "m3mcr" and meta["data"]["num_classes"] == 6
+    assert meta["data"]["class_names"][0] == "forest"

@@ -88,6 +88,10 @@ class CloudSegConfig:
         return tuple(f.name for f in fields(cls))
 
 
+def ceil_div(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
+
+
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
     return rearrange(x, "b c h w -> b (h w) c")
 
@@ -334,10 +338,6 @@ class CloudSegRef(nn.Module):
         restored, _ = self.cloud_removal_decoder(optical_features)
         for step, up in enumerate(self.cloud_removal_up, start=1):
             stride = max(1, 4 // 2**step)  # each step halves the stride: 4 -> 2 -> 1
-            restored = up(restored, None, size=[math_ceil_div(side, stride) for side in size])
+            restored = up(restored, None, size=[ceil_div(side, stride) for side in size])
         cloudfree = torch.sigmoid(resize_to(self.to_bands(restored), size))
         return model_output(logits, cloudfree, gates=gates, features=features)
-
-
-def math_ceil_div(a: int, b: int) -> int:
-    return -(-int(a) // int(b))

@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision on GPU")
     parser.add_argument("--train-count", type=int, help="synthetic training scenes")
     parser.add_argument("--val-count", type=int, help="synthetic validation scenes")
+    parser.add_argument("--val-split", help="validation split (default: val for synthetic, test for real data)")
     parser.add_argument("--cloud-cover", type=float, nargs=2, metavar=("LOW", "HIGH"), help="cloud cover range")
     parser.add_argument("--lambda-cr", type=float, help="weight of the cloud-removal loss")
     parser.add_argument("--lambda-kd", type=float, help="weight of the feature distillation loss")
@@ -59,7 +60,7 @@ def config_from_args(args: argparse.Namespace):
 
     names = (
         "stage", "model", "data", "root", "out", "steps", "size", "batch_size", "lr", "teacher", "resume", "seed",
-        "data_seed", "device", "amp", "train_count", "val_count", "cloud_cover", "lambda_cr", "lambda_kd",
+        "data_seed", "device", "amp", "train_count", "val_count", "val_split", "cloud_cover", "lambda_cr", "lambda_kd",
         "lambda_kl", "kd_region", "temperature", "eval_every", "checkpoint_every", "num_workers", "progress", "augment",
     )
     overrides = {name: getattr(args, name, None) for name in names}

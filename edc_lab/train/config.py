@@ -51,6 +51,7 @@ class TrainConfig:
     size: int = 128  # training patch size (pixels)
     train_count: int = 256  # synthetic scenes in the training split
     val_count: int = 32  # synthetic scenes in the validation split
+    val_split: str | None = None  # None: "val" for synthetic scenes, "test" for real datasets
     cloud_cover: tuple = (0.2, 0.8)  # cloud cover range of the synthetic / WHU clouds
     augment: bool = True  # random flips and 90° rotations, seeded by (seed, step)
 
@@ -160,7 +161,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     if default is dataclasses.MISSING:
         default = FIELDS[name].default_factory()
     if value is None:
-        if default is not None and name not in ("root", "teacher", "profile"):
+        if default is not None and name not in ("root", "teacher", "profile", "val_split"):
             raise ValueError(f"{source}: {name} may not be empty")
         return None
     expected = type(default) if default is not None else str

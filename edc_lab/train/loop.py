@@ -326,25 +326,43 @@ def _progress(iterable, enabled: bool, description: str, total: int | None = Non
 
 # --------------------------------------------------------------------------- building blocks of a run
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
-    """(train, validation) datasets of the config, cached in memory when synthetic.
+    """(train, validation) datasets of the config; synthetic scenes are cached in memory.
 
-    The validation split is the data layer's ``"val"`` split for synthetic scenes
-    (its own seed range: never a training or test scene), ``"test"`` otherwise.
+    The validation split is ``config.val_split``, by default the data layer's
+    ``"val"`` split for synthetic scenes (its own seed range: never a training or
+    test scene) and ``"test"`` for real datasets.
     """
     from edc_lab.data.datasets import build_dataset
 
     common = dict(root=config.root, size=config.size, cloud_cover=tuple(config.cloud_cover), seed=config.data_seed)
     # training crops come from augment_batch (seeded by the step), not from the reader's global RNG
     train_set = build_dataset(config.data, split="train", count=config.train_count, transforms=_unchanged, **common)
-    val_split = "val" if config.data == "synthetic" else "test"
-    val_set = build_dataset(config.data, split=val_split, count=config.val_count, **common)
+    val_split = config.val_split or ("val" if config.data == "synthetic" else "test")
+    # real data: the centre of each validation scene (the same pixels every time)
+    center = None if config.data == "synthetic" else CenterCropIfLarger(config.size)
+    val_set = build_dataset(config.data, split=val_split, count=config.val_count, transforms=center, **common)
     if config.data == "synthetic":
-        train_set, val_set = CachedDataset(train_set), CachedDataset(val_set)
+        val_set = CachedDataset(val_set)
+        if config.num_workers == 0:  # worker processes would each keep their own copy: generate there instead
+            train_set = CachedDataset(train_set)
     return train_set, val_set
 
 
 def _unchanged(sample: dict) -> dict:
     return sample
+
+
+class CenterCropIfLarger:
+    """The central ``size`` x ``size`` pixels of a sample larger than that; smaller samples unchanged."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, sample: dict) -> dict:
+        from edc_lab.data.transforms import CenterCrop
+
+        height, width = sample["label"].shape[-2:]
+        return CenterCrop(self.size)(sample) if height > self.size or width > self.size else sample
 
 
 def dataset_info(dataset: Dataset, config: TrainConfig) -> dict:
@@ -457,7 +475,8 @@ def _train(config: TrainConfig, context: distributed.DistributedContext, callbac
         config.model, in_optical=4, in_sar=info["in_sar"], num_classes=info["num_classes"], **config.model_overrides
     ).to(device)
     teacher = None
-    if config.stage == "student" and config.teacher:
+    distilling = config.lambda_kd > 0 or config.lambda_kl > 0 or config.init_from_teacher
+    if config.stage == "student" and config.teacher and distilling:
         teacher = load_teacher(config, device, model.build_args)
         if config.init_from_teacher and resume_from is None:
             model.load_state_dict(teacher.state_dict())
