@@ -8,6 +8,9 @@ For each training seed this script trains, with the same loop and profile
 * ``student_kd``     edc_tiny on cloudy optical + SAR, cloud removal + feature
                      distillation from that seed's teacher (the full EDC recipe);
 * ``student_no_kd``  the same without distillation (lambda_kd = 0);
+* ``student_d_supervised``  student_no_kd plus the optional BCE of the discrepancy
+                     maps against the cloud mask (``lambda_cloud = 1``): DCHF with a D
+                     that is taught where the clouds are (an ablation, DESIGN §1);
 * ``edc_no_dchf``    EDC with fusion = plain sum (no discrepancy map), no distillation;
 * ``early_fusion``, ``optical_only``, ``sar_only``: baselines, no distillation.
 
@@ -45,6 +48,7 @@ RUNS = [
     ("teacher", "edc_tiny", "teacher", {}),
     ("student_kd", "edc_tiny", "student", {}),
     ("student_no_kd", "edc_tiny", "student", {"lambda_kd": 0.0}),
+    ("student_d_supervised", "edc_tiny", "student", {"lambda_kd": 0.0, "lambda_cloud": 1.0}),
     ("edc_no_dchf", "edc_no_dchf", "student", {"lambda_kd": 0.0}),
     ("early_fusion", "early_fusion", "student", {"lambda_kd": 0.0}),
     ("optical_only", "optical_only", "student", {"lambda_kd": 0.0}),
@@ -169,6 +173,8 @@ def write_report(results: dict, args) -> None:
         )
     pairs = [("student_kd", "student_no_kd", "distillation: student_kd − student_no_kd"),
              ("student_no_kd", "edc_no_dchf", "DCHF: student_no_kd − edc_no_dchf"),
+             ("student_d_supervised", "student_no_kd", "supervising D: student_d_supervised − student_no_kd"),
+             ("student_d_supervised", "edc_no_dchf", "DCHF with supervised D: student_d_supervised − edc_no_dchf"),
              ("student_no_kd", "early_fusion", "EDC (no KD) − early_fusion")]
     lines += ["", "Paired differences (same seed, same data), mIoU points:", "",
               "| comparison | all | cloudy | clear |", "|---|---|---|---|"]

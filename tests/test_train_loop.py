@@ -298,3 +298,27 @@ def test_training_on_the_real_m3mcr_tile(m3mcr_sample_root, tmp_path):
     _, meta = load_checkpoint(tmp_path / "last.pt")
     assert meta["data"]["name"] == "m3mcr" and meta["data"]["num_classes"] == 6
     assert meta["data"]["class_names"][0] == "forest"
+
+
+def test_optional_cloud_supervision_of_the_discrepancy_maps():
+    """lambda_cloud adds the mean over stages of BCE(D_k, cloud mask), for the student only."""
+    from edc_lab.models.discrepancy import cloud_bce
+
+    batch = _batch()
+    model = build_model("edc_tiny")
+    outputs = model(batch["optical"], batch["sar"])
+    config = TrainConfig(stage="student", lambda_kd=0.0, lambda_cr=0.0, lambda_cloud=0.5)
+    total, terms = compute_losses(outputs, batch, config, True)
+    assert list(terms) == ["seg", "cloud"]
+    by_hand = sum(cloud_bce(d, batch["cloud_mask"]) for d in outputs["discrepancy"]) / 4
+    assert terms["cloud"].item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert total.item() == pytest.approx((terms["seg"] + 0.5 * by_hand).item(), rel=1e-6)
+    terms["cloud"].backward(retain_graph=True)  # the term trains the discrepancy head of every stage
+    for fusion in model.encoder.fusions:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in fusion.discrepancy.parameters())
+    _, teacher_terms = compute_losses(outputs, batch, TrainConfig(stage="teacher", lambda_cloud=0.5), True)
+    assert "cloud" not in teacher_terms  # the teacher sees cloud-free images: no clouds to find
+    plain = build_model("edc_no_dchf")(batch["optical"], batch["sar"])
+    assert "cloud" not in compute_losses(plain, batch, config, True)[1]  # no discrepancy maps
+    with pytest.raises(ValueError, match="lambda_cloud"):
+        make_config(stage="student", lambda_kd=0.0, lambda_cloud=-1.0)

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-cr", type=float, help="weight of the cloud-removal loss")
     parser.add_argument("--lambda-kd", type=float, help="weight of the feature distillation loss")
     parser.add_argument("--lambda-kl", type=float, help="weight of the logit (KL) distillation loss")
+    parser.add_argument("--lambda-cloud", type=float,
+                        help="ablation: weight of a BCE of the discrepancy maps against the cloud mask (default 0)")
     parser.add_argument("--kd-region", choices=("all", "clear", "cloudy"), help="pixels the distillation looks at")
     parser.add_argument("--temperature", type=float, help="KL distillation temperature")
     parser.add_argument("--eval-every", type=int, help="steps between validations")
@@ -61,7 +63,8 @@ def config_from_args(args: argparse.Namespace):
     names = (
         "stage", "model", "data", "root", "out", "steps", "size", "batch_size", "lr", "teacher", "resume", "seed",
         "data_seed", "device", "amp", "train_count", "val_count", "val_split", "cloud_cover", "lambda_cr", "lambda_kd",
-        "lambda_kl", "kd_region", "temperature", "eval_every", "checkpoint_every", "num_workers", "progress", "augment",
+        "lambda_kl", "lambda_cloud", "kd_region", "temperature", "eval_every", "checkpoint_every", "num_workers",
+        "progress", "augment",
     )
     overrides = {name: getattr(args, name, None) for name in names}
     return make_config(profile=args.profile, toml=args.config, **overrides)

@@ -11,7 +11,7 @@ finally explicit keyword arguments / command-line flags:
 >>> config.size, config.steps
 (96, 50)
 
-The loss weights (``lambda_cr``, ``lambda_kd``, ``lambda_kl``), the distillation
+The loss weights (``lambda_cr``, ``lambda_kd``, ``lambda_kl``, ``lambda_cloud``), the distillation
 region (``kd_region``) and the temperature are the knobs of DESIGN §2; the
 profile values are our choices, measured in ``benchmarks/RESULTS.md``.
 """
@@ -69,6 +69,7 @@ class TrainConfig:
     cloud_weight: float = 5.0  # CR weight is 1 + cloud_weight * cloud_mask
     lambda_kd: float = 1.0  # feature distillation (student stage with a teacher)
     lambda_kl: float = 0.0  # logit distillation (KL with temperature), off by default
+    lambda_cloud: float = 0.0  # ablation: BCE of every stage's discrepancy map against the cloud mask (student)
     kd_region: str = "all"  # "all" | "clear" | "cloudy"
     temperature: float = 2.0
     teacher: str | None = None  # teacher checkpoint (student stage)
@@ -98,7 +99,7 @@ class TrainConfig:
         for name in ("lr", "temperature"):
             if float(getattr(self, name)) <= 0:
                 raise ValueError(f"{name}: expected > 0, found {getattr(self, name)!r}")
-        for name in ("lambda_cr", "lambda_kd", "lambda_kl", "weight_decay", "warmup_steps", "grad_clip", "cloud_weight"):
+        for name in ("lambda_cr", "lambda_kd", "lambda_kl", "lambda_cloud", "weight_decay", "warmup_steps", "grad_clip", "cloud_weight"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name}: expected >= 0, found {getattr(self, name)!r}")
         low, high = self.cloud_cover

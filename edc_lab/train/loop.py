@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from edc_lab.models.discrepancy import cloud_bce
 from edc_lab.train import distributed
 from edc_lab.train.checkpoint import (
     CheckpointError,
@@ -405,7 +406,9 @@ def compute_losses(
 
     Returns ``(total, terms)`` with terms ``seg`` always, ``cr`` (student, model
     with a cloud-removal head, lambda_cr > 0), ``kd`` / ``kl`` (student with a
-    teacher and lambda_kd / lambda_kl > 0).
+    teacher and lambda_kd / lambda_kl > 0), ``cloud`` (student, model with
+    discrepancy maps, lambda_cloud > 0: the mean over stages of the BCE of D_k
+    against the down-sampled cloud mask, DESIGN §1's optional supervision of D).
     """
     terms = {"seg": segmentation_loss(outputs["logits"], batch["label"])}
     student = config.stage == "student"
@@ -427,7 +430,10 @@ def compute_losses(
             terms["kl"] = logit_distillation_loss(
                 outputs["logits"], teacher_outputs["logits"], config.temperature, weight=weight
             )
-    weights = {"cr": config.lambda_cr, "kd": config.lambda_kd, "kl": config.lambda_kl}
+    maps = [d for d in outputs.get("discrepancy") or [] if d is not None]
+    if student and config.lambda_cloud > 0 and maps:
+        terms["cloud"] = torch.stack([cloud_bce(d, batch["cloud_mask"]) for d in maps]).mean()
+    weights = {"cr": config.lambda_cr, "kd": config.lambda_kd, "kl": config.lambda_kl, "cloud": config.lambda_cloud}
     return combine_losses(terms, weights), terms
 
 

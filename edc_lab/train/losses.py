@@ -20,7 +20,9 @@ of signal (DESIGN §2):
    is a config value (``kd_region``) that notebook 05 compares; our choice.
 
 Each function returns a scalar tensor that can be back-propagated; the weights
-that combine them (``lambda_cr``, ``lambda_kd``, ``lambda_kl``) live in
+that combine them (``lambda_cr``, ``lambda_kd``, ``lambda_kl``, and ``lambda_cloud``
+for the optional cloud supervision of the discrepancy maps,
+:func:`edc_lab.models.discrepancy.cloud_bce`) live in
 :class:`edc_lab.train.config.TrainConfig` and :func:`combine_losses`.
 """
 
