@@ -107,3 +107,22 @@ def test_cloud_bce_equals_torch_binary_cross_entropy_even_at_0_and_1():
     cloud_mask = (torch.rand(2, 8, 8) > 0.5).float()
     target = F.adaptive_avg_pool2d(cloud_mask[:, None], (4, 4))
     assert torch.isclose(cloud_bce(discrepancy, cloud_mask), F.binary_cross_entropy(discrepancy, target), atol=1e-5)
+
+
+def test_cloud_bce_gradient_is_finite_where_d_saturates():
+    """Half-precision sigmoids reach exactly 0 and 1; the loss must still give finite gradients there."""
+    discrepancy = torch.tensor([0.0, 1.0, 0.5, 1e-35, 1.0 - 2**-24]).reshape(1, 1, 1, 5).requires_grad_()
+    for cloud in (0.0, 1.0):
+        discrepancy.grad = None
+        cloud_mask = torch.full((1, 1, 5), cloud)
+        loss = cloud_bce(discrepancy, cloud_mask)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(discrepancy.grad).all()
+        expected = F.binary_cross_entropy(discrepancy.detach()[..., :3], cloud_mask[:, None, :, :3])
+        assert torch.isclose(cloud_bce(discrepancy.detach()[..., :3], cloud_mask[..., :3]), expected, atol=1e-6)
+    # in bf16 the sigmoid of a large logit is exactly 1: the loss trains it back without NaN
+    logits = torch.tensor([[[[8.0, -8.0]]]], requires_grad=True)
+    d = torch.sigmoid(logits.bfloat16())
+    assert d.max().item() == 1.0
+    cloud_bce(d, torch.tensor([[[0.0, 1.0]]])).backward()
+    assert torch.isfinite(logits.grad).all()

@@ -74,3 +74,28 @@ def parameter_digest_of(state_dict):
     model = build_model("edc_tiny")
     model.load_state_dict(state_dict)
     return parameter_digest(model)
+
+
+def test_cuda_device_names_under_torchrun(monkeypatch):
+    """A bare "cuda" is the process's own GPU; a fixed index is refused when several processes run."""
+    from edc_lab.train.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda", local_rank=3, world_size=4) == torch.device("cuda:3")
+    assert resolve_device("auto", local_rank=1, world_size=2) == torch.device("cuda:1")
+    assert resolve_device("cuda:1", local_rank=0, world_size=1) == torch.device("cuda:1")
+    with pytest.raises(ValueError, match="'cuda:0' names one GPU, but 2 processes"):
+        resolve_device("cuda:0", local_rank=1, world_size=2)
+    assert resolve_device("cpu", local_rank=1, world_size=2) == torch.device("cpu")
+
+
+def test_auto_mixed_precision_takes_bf16_only_where_the_gpu_has_it(monkeypatch):
+    from edc_lab.train.loop import resolve_amp
+
+    gpu = torch.device("cuda:0")
+    for capability, expected in (((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16),
+                                 ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert resolve_amp("auto", gpu) is expected
+    assert resolve_amp("bf16", gpu) is torch.bfloat16 and resolve_amp("fp16", gpu) is torch.float16
+    assert resolve_amp("off", gpu) is None and resolve_amp("auto", torch.device("cpu")) is None

@@ -30,7 +30,9 @@ padded at the bottom/right to the window and cropped back; padded pixels are
 token initialiser averages only real pixels; carriers are kept as a ``(B, C, Hc,
 Wc)`` map and cut per window with einops; no layer scale and no carrier
 positional MLP (the depth-wise 3x3 convolution gives the carriers their
-position); sizes are computed from the input, never fixed at construction.
+position); no relative position bias in the window attention (FasterViT has one;
+without it a window's pixels know their place only through the convolutions
+before, and the local step is exactly plain self-attention, which a test checks); sizes are computed from the input, never fixed at construction.
 Attention uses ``torch.nn.functional.scaled_dot_product_attention``; setting
 ``block.keep_attention = True`` switches to an explicit softmax (same numbers,
 tested) that stores the weights on ``block.last_attention`` for notebooks.
@@ -494,7 +496,7 @@ def carrier_attention_maps(block: CarrierTokenAttention, carrier_index: tuple[in
     window_index = sample * (rows_c // c) * windows_per_row + window_row * windows_per_row + window_col
     slot = (row % c) * c + (col % c)
     local_weights = stored["local"][window_index].mean(0)[slot, c * c:]  # over the w*w pixels
-    padded = torch.zeros(rows_c // c * window, windows_per_row * window)
+    padded = global_map.new_zeros(rows_c // c * window, windows_per_row * window)
     padded[
         window_row * window:(window_row + 1) * window, window_col * window:(window_col + 1) * window
     ] = rearrange(local_weights, "(wh ww) -> wh ww", wh=window)

@@ -30,11 +30,18 @@ Whose idea: discrepancy-conditioned fusion with suppression of unreliable
 regions in global aggregation is the paper's. The concrete formulas above are
 edc_lab's reading (DESIGN.md §1): squeeze-and-excitation channel attention,
 1x1 gate convolutions, ``eps = 1e-6``, pooling normalised by
-``max(sum R, eps)`` (the exact reliability-weighted mean whenever a cell has any
-reliability, exactly 0 when it has none), a pre-norm (LayerNorm) on the cell
-tokens, cells padded at the bottom/right with ``R = 0`` and cropped back, and the
-``redistribute`` option that skips a stream's redistribution (the last stage's
-SAR output feeds nothing, so its gate would never be trained).
+``max(sum R, eps)`` (the exact reliability-weighted mean whenever a cell's
+``sum R >= eps``, shrunk towards 0 below that, exactly 0 when it has none), a
+pre-norm (LayerNorm) on the cell tokens, cells padded at the bottom/right with
+``R = 0`` and cropped back, and the ``redistribute`` option that skips a stream's
+redistribution (the encoder's last DCHF builds only the gates whose output a head
+reads: nothing reads the stage-4 SAR features).
+
+What the suppression covers, exactly: cloudy *optical* features enter ``M`` as
+``R * O`` and the pooling as ``R * M``, so with ``R = 0`` they reach neither ``G``
+nor the channel attention. The SAR and cross-modal features of a cloudy cell do
+take part in the channel attention's squeeze (a plain mean over all pixels), and
+through it in ``G`` — on purpose: SAR is the reliable modality under clouds.
 ``PlainSumFusion`` (``X <- X + O + S``) is the ``edc_no_dchf`` ablation.
 """
 

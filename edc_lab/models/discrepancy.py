@@ -111,6 +111,10 @@ def resize_cloud_mask(cloud_mask: torch.Tensor, size: tuple[int, int]) -> torch.
     return F.adaptive_avg_pool2d(cloud_mask.float(), size)
 
 
+#: below this probability log(D) counts as -100 (as in torch's BCE); its gradient 1/D stays finite
+LOG_FLOOR = 1e-30
+
+
 def cloud_bce(discrepancy: torch.Tensor, cloud_mask: torch.Tensor) -> torch.Tensor:
     """Optional ablation loss: binary cross-entropy of D against the cloud mask.
 
@@ -130,11 +134,15 @@ def cloud_bce(discrepancy: torch.Tensor, cloud_mask: torch.Tensor) -> torch.Tens
             f"({discrepancy.shape[0]})"
         )
     target = resize_cloud_mask(cloud_mask, tuple(discrepancy.shape[-2:])).float()
-    # written out instead of F.binary_cross_entropy, which autocast refuses on CUDA;
-    # in float32, with the logs clamped at -100 exactly as torch does
+    # written out instead of F.binary_cross_entropy, which autocast refuses on CUDA; in float32,
+    # with the logs clamped at -100 as torch does. D saturates at exactly 0 or 1 in half precision,
+    # where log' = 1/0 would turn the clamp's zero gradient into 0 * inf = NaN: there the log is
+    # taken of a harmless stand-in value and replaced by -100 (gradient 0), the "double where".
     probability = discrepancy.float()
-    log_cloud = torch.log(probability).clamp_min(-100.0)
-    log_clear = torch.log1p(-probability).clamp_min(-100.0)
+    cloudy_ok, clear_ok = probability > LOG_FLOOR, probability < 1.0
+    log_cloud = torch.where(cloudy_ok, torch.log(torch.where(cloudy_ok, probability, 1.0)), -100.0)
+    log_clear = torch.where(clear_ok, torch.log1p(-torch.where(clear_ok, probability, 0.0)), -100.0)
+    log_cloud, log_clear = log_cloud.clamp_min(-100.0), log_clear.clamp_min(-100.0)
     return -(target * log_cloud + (1.0 - target) * log_clear).mean()
 
 

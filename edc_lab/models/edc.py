@@ -165,6 +165,8 @@ class EDC(nn.Module):
             fusion=config.fusion,
             fusion_heads=config.fusion_heads,
             fusion_cells=config.fusion_cells,
+            # the stage-4 SAR features feed nothing, the optical ones only the cloud-removal head
+            last_redistribute=("optical",) if config.cloud_removal else (),
         )
         self.segmentation_head = SegmentationHead(config.widths, config.fpn_dim, num_classes)
         self.cloud_removal_head = (

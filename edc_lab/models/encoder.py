@@ -56,8 +56,8 @@ ATTENTION_STAGES = (2, 3)
 class ConvStem(nn.Module):
     """Image ``(B, C_in, H, W)`` -> features ``(B, C_out, ceil(H/4), ceil(W/4))``.
 
-    Two 3x3 convolutions of stride 2 (FasterViT's stem): the first to ``C_out / 2``
-    channels with BN and GELU, the second to ``C_out`` with BN.
+    Two 3x3 convolutions of stride 2 (FasterViT's stem): the first to
+    ``max(8, C_out // 2)`` channels with BN and GELU, the second to ``C_out`` with BN.
     """
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -148,8 +148,9 @@ class Stream(nn.Module):
         first_stage: ``0`` for a stream that starts at stage 1; ``1`` for the
             cross-modal stream, which starts as the stage-1 fusion output.
 
-    ``run_stage(k, x)`` downsamples ``x`` (for ``k > 0``) and runs stage ``k``:
-    ``(B, d_k, H_k, W_k) -> (B, d_{k+1}, H_{k+1}, W_{k+1})``.
+    ``run_stage(k, x)`` (``k = 0..3`` for stages 1-4) takes the previous stage's
+    output (the stem's, already ``widths[0]`` wide, for ``k = 0``), downsamples it by 2
+    for ``k > 0``, and returns stage ``k``'s ``(B, widths[k], H_k, W_k)``.
     """
 
     def __init__(
@@ -218,6 +219,11 @@ class TriStreamEncoder(nn.Module):
         fusion: ``"dchf"`` (EDC) or ``"sum"`` (``PlainSumFusion``, the ``edc_no_dchf`` ablation).
         fusion_heads: attention heads of DCHF's global step.
         fusion_cells: DCHF carrier cell size (pixels of that stage's map) for stages 1-4.
+        last_redistribute: the streams that the *last* DCHF redistributes into. Only
+            the heads read the stage-4 outputs: the segmentation head reads ``X_4``, the
+            cloud-removal head ``O_4``; nothing reads ``S_4``. A gate whose output
+            nothing reads would never receive a gradient, so it is not built:
+            ``("optical",)`` for EDC, ``()`` for a model without cloud removal.
 
     ``forward`` returns a dict of lists, one entry per stage k = 1..4:
     ``optical`` (corrected ``O_k``), ``sar`` (``S_k``), ``cross`` (``X_k``), each
@@ -239,6 +245,7 @@ class TriStreamEncoder(nn.Module):
         fusion: str = "dchf",
         fusion_heads: int = 1,
         fusion_cells: Sequence[int] = (8, 4, 2, 1),
+        last_redistribute: Sequence[str] = ("optical",),
     ):
         super().__init__()
         if fusion not in ("dchf", "sum"):
@@ -250,8 +257,10 @@ class TriStreamEncoder(nn.Module):
         self.sar_stream = Stream(*stream_args)
         self.cross_stream = Stream(*stream_args, first_stage=1)
         if fusion == "dchf":
+            redistribute = [("optical", "sar")] * (NUM_STAGES - 1) + [tuple(last_redistribute)]
             self.fusions = nn.ModuleList(
-                DCHF(width, num_heads=fusion_heads, cell=cell) for width, cell in zip(widths, fusion_cells)
+                DCHF(width, num_heads=fusion_heads, cell=cell, redistribute=streams)
+                for width, cell, streams in zip(widths, fusion_cells, redistribute)
             )
         else:
             self.fusions = nn.ModuleList(PlainSumFusion(width) for width in widths)

@@ -13,8 +13,9 @@ reasonable choice for both:
   four maps are the model's ``features`` (what distillation compares).
 * **Segmentation head**: every ``P_k`` is upsampled to stride 4 and summed
   (Panoptic-FPN's semantic branch, without its extra convolutions), a 1x1
-  convolution gives class logits at stride 4, bilinear upsampling brings them to
-  the input size.
+  convolution gives class logits at stride 4, bilinear upsampling by exactly 4
+  brings them to the input grid (cropped at the bottom/right when H or W is not a
+  multiple of 4: the stride-4 grid was rounded up, not stretched).
 * **Cloud-removal head**: the same neck over ``O_1..O_4``, summed at stride 4, then
   a 1x1 convolution to ``bands * 4 * 4`` channels and a pixel shuffle give a
   full-resolution *correction* ``delta``. The prediction is a residual on the
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-__all__ = ["FPNNeck", "SegmentationHead", "CloudRemovalHead", "resize_to"]
+__all__ = ["FPNNeck", "SegmentationHead", "CloudRemovalHead", "resize_to", "upsample_and_crop"]
 
 
 def resize_to(x: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
@@ -46,6 +47,21 @@ def resize_to(x: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> t
     if mode == "nearest":
         return F.interpolate(x, size=tuple(size), mode="nearest")
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
+
+
+def upsample_and_crop(x: torch.Tensor, factor: int, size: Sequence[int]) -> torch.Tensor:
+    """``x (B, C, h, w)`` at stride ``factor`` -> ``(B, C, *size)`` on the input grid.
+
+    Bilinear upsampling by exactly ``factor`` gives ``(factor*h, factor*w)``, at least
+    ``size`` because the encoder rounds ``H / factor`` up; the extra bottom/right rows
+    and columns (padding) are cropped. Resizing straight to ``size`` would instead
+    stretch the map and shift it by up to ``factor - 1`` pixels at the far edge.
+    """
+    height, width = int(size[0]), int(size[1])
+    if x.shape[-2] * factor < height or x.shape[-1] * factor < width:
+        raise ValueError(f"upsample_and_crop: {tuple(x.shape[-2:])} x {factor} does not cover {(height, width)}")
+    upsampled = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    return upsampled[..., :height, :width]
 
 
 class ConvNormAct(nn.Sequential):
@@ -101,7 +117,7 @@ class SegmentationHead(nn.Module):
     def forward(self, features: Sequence[torch.Tensor], output_size: Sequence[int]):
         pyramid = self.neck(features)
         logits_stride4 = self.classifier(sum_at_finest(pyramid))
-        return resize_to(logits_stride4, output_size), pyramid
+        return upsample_and_crop(logits_stride4, 4, output_size), pyramid
 
 
 class CloudRemovalHead(nn.Module):
@@ -134,7 +150,8 @@ class CloudRemovalHead(nn.Module):
         fused = sum_at_finest(self.neck(features))
         subpixels = self.to_subpixels(fused)  # (B, bands*4*4, H/4, W/4)
         delta = rearrange(subpixels, "b (c sh sw) h w -> b c (h sh) (w sw)", sh=self.upscale, sw=self.upscale)
-        delta = resize_to(delta, optical.shape[-2:])  # odd input sizes: the stride-4 grid is rounded up
+        height, width = optical.shape[-2:]
+        delta = delta[..., :height, :width]  # sizes not a multiple of 4: the stride-4 grid was rounded up
         if not self.residual:
             return torch.sigmoid(delta)
         return torch.sigmoid(torch.logit(optical.clamp(self.eps, 1 - self.eps)) + delta)

@@ -48,13 +48,24 @@ class DistributedContext:
         return self.world_size > 1
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"``: the local GPU when there is one, else the CPU."""
+def resolve_device(name: str = "auto", local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """``"auto"``: the local GPU when there is one, else the CPU; ``"cuda"``: GPU ``local_rank``.
+
+    Under torchrun (``world_size > 1``) each process must own its GPU, so a fixed
+    index such as ``"cuda:0"`` is refused: every rank would land on that one GPU.
+    """
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} was asked for, but torch finds no CUDA GPU (torch {torch.__version__})")
+    if device.type == "cuda" and device.index is None:
+        return torch.device(f"cuda:{local_rank}")
+    if device.type == "cuda" and world_size > 1:
+        raise ValueError(
+            f"device: {name!r} names one GPU, but {world_size} processes were launched; "
+            f"use --device cuda (or auto) so that each process takes the GPU of its LOCAL_RANK"
+        )
     return device
 
 
@@ -65,7 +76,7 @@ def setup(device: str = "auto") -> DistributedContext:
         return DistributedContext(device=resolve_device(device))
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    resolved = resolve_device(device, local_rank)
+    resolved = resolve_device(device, local_rank, world_size)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     if not dist.is_initialized():

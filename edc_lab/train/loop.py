@@ -108,12 +108,19 @@ def deterministic_mode(enabled: bool):
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: None on CPU or with ``"off"``; bf16 where the GPU has it, else fp16."""
+    """The autocast dtype: None on CPU or with ``"off"``; bf16 where the GPU computes it natively
+    (Ampere and newer), else fp16 (V100, T4: their bf16 is only emulated, and slow)."""
     if device.type != "cuda" or amp == "off":
         return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+    if amp == "bf16" or (amp == "auto" and native_bf16(device)):
         return torch.bfloat16
     return torch.float16
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the GPU ``device`` computes bf16 in hardware (compute capability 8.0 or newer)."""
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -470,7 +477,9 @@ def _train(config: TrainConfig, context: distributed.DistributedContext, callbac
                 f"{checkpoint_path}: a checkpoint already exists; pass --resume (resume=True) to continue it, "
                 f"or choose another --out"
             )
-        resume_from = read_checkpoint(checkpoint_path, map_location=device)
+        # read onto the CPU: load_state_dict moves weights and optimiser state to the model's device,
+        # and the RNG states must stay CPU tensors
+        resume_from = read_checkpoint(checkpoint_path, map_location="cpu")
         _check_resumable(resume_from, config, checkpoint_path)
 
     # 2. data, model, teacher, optimiser: identical on every rank (same seed)
