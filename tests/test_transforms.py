@@ -85,6 +85,10 @@ def test_crop_larger_than_the_sample_is_refused_clearly():
         RandomCrop(16)(_coordinate_sample())
     with pytest.raises(ValueError, match=r"CenterCrop.*at least 10x10.*found 12x9"):
         CenterCrop(10)(_coordinate_sample())
+    # at_most=True: the short side (9) is kept whole, the long side (12) is cut to its central 10 rows
+    kept = CenterCrop(10, at_most=True)(_coordinate_sample())
+    assert spatial_size(kept) == (10, 9)
+    assert (int(kept["optical"][0, 0, 0]), int(kept["optical"][1, 0, 0])) == (1, 0)
     with pytest.raises(ValueError, match="positive crop size"):
         RandomCrop(0)
 

@@ -172,15 +172,22 @@ class RandomCrop(Transform):
 
 
 class CenterCrop(Transform):
-    """Cut the central ``size`` window (int or (height, width)); ValueError when the sample is smaller."""
+    """Cut the central ``size`` window (int or (height, width)).
 
-    def __init__(self, size: int | tuple[int, int], generator: torch.Generator | None = None):
+    A sample smaller than ``size`` raises ValueError, unless ``at_most=True``: then a
+    side shorter than the window is kept whole (validation on scenes of mixed sizes).
+    """
+
+    def __init__(self, size: int | tuple[int, int], generator: torch.Generator | None = None, at_most: bool = False):
         super().__init__(generator)
         self.size = _pair(size, "CenterCrop")
+        self.at_most = at_most
 
     def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> dict:
         height, width = spatial_size(sample)
         crop_height, crop_width = self.size
+        if self.at_most:
+            crop_height, crop_width = min(crop_height, height), min(crop_width, width)
         if height < crop_height or width < crop_width:
             raise ValueError(
                 f"CenterCrop: expected a sample of at least {crop_height}x{crop_width} pixels, "
@@ -189,7 +196,7 @@ class CenterCrop(Transform):
         return crop(sample, (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width)
 
     def __repr__(self) -> str:
-        return f"CenterCrop(size={self.size})"
+        return f"CenterCrop(size={self.size}" + (", at_most=True)" if self.at_most else ")")
 
 
 class RandomFlip(Transform):

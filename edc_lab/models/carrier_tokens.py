@@ -32,7 +32,8 @@ Wc)`` map and cut per window with einops; no layer scale and no carrier
 positional MLP (the depth-wise 3x3 convolution gives the carriers their
 position); no relative position bias in the window attention (FasterViT has one;
 without it a window's pixels know their place only through the convolutions
-before, and the local step is exactly plain self-attention, which a test checks); sizes are computed from the input, never fixed at construction.
+before, and the local step is exactly plain self-attention, which a test checks);
+sizes are computed from the input, never fixed at construction.
 Attention uses ``torch.nn.functional.scaled_dot_product_attention``; setting
 ``block.keep_attention = True`` switches to an explicit softmax (same numbers,
 tested) that stores the weights on ``block.last_attention`` for notebooks.

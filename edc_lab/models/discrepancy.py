@@ -111,7 +111,8 @@ def resize_cloud_mask(cloud_mask: torch.Tensor, size: tuple[int, int]) -> torch.
     return F.adaptive_avg_pool2d(cloud_mask.float(), size)
 
 
-#: below this probability log(D) counts as -100 (as in torch's BCE); its gradient 1/D stays finite
+#: below this probability log(D) counts as -100 (as in torch's BCE); above it log(D) > -70 and
+#: its gradient 1/D stays finite; log(1 - D) >= log(2^-24) > -17 for any float32 D < 1
 LOG_FLOOR = 1e-30
 
 
@@ -142,7 +143,6 @@ def cloud_bce(discrepancy: torch.Tensor, cloud_mask: torch.Tensor) -> torch.Tens
     cloudy_ok, clear_ok = probability > LOG_FLOOR, probability < 1.0
     log_cloud = torch.where(cloudy_ok, torch.log(torch.where(cloudy_ok, probability, 1.0)), -100.0)
     log_clear = torch.where(clear_ok, torch.log1p(-torch.where(clear_ok, probability, 0.0)), -100.0)
-    log_cloud, log_clear = log_cloud.clamp_min(-100.0), log_clear.clamp_min(-100.0)
     return -(target * log_cloud + (1.0 - target) * log_clear).mean()
 
 

@@ -99,7 +99,9 @@ class TrainConfig:
         for name in ("lr", "temperature"):
             if float(getattr(self, name)) <= 0:
                 raise ValueError(f"{name}: expected > 0, found {getattr(self, name)!r}")
-        for name in ("lambda_cr", "lambda_kd", "lambda_kl", "lambda_cloud", "weight_decay", "warmup_steps", "grad_clip", "cloud_weight"):
+        non_negative = ("lambda_cr", "lambda_kd", "lambda_kl", "lambda_cloud", "weight_decay", "warmup_steps",
+                        "grad_clip", "cloud_weight")
+        for name in non_negative:
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name}: expected >= 0, found {getattr(self, name)!r}")
         low, high = self.cloud_cover

@@ -341,13 +341,14 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     test scene) and ``"test"`` for real datasets.
     """
     from edc_lab.data.datasets import build_dataset
+    from edc_lab.data.transforms import CenterCrop
 
     common = dict(root=config.root, size=config.size, cloud_cover=tuple(config.cloud_cover), seed=config.data_seed)
     # training crops come from augment_batch (seeded by the step), not from the reader's global RNG
     train_set = build_dataset(config.data, split="train", count=config.train_count, transforms=_unchanged, **common)
     val_split = config.val_split or ("val" if config.data == "synthetic" else "test")
     # real data: the centre of each validation scene (the same pixels every time)
-    center = None if config.data == "synthetic" else CenterCropIfLarger(config.size)
+    center = None if config.data == "synthetic" else CenterCrop(config.size, at_most=True)
     val_set = build_dataset(config.data, split=val_split, count=config.val_count, transforms=center, **common)
     if config.data == "synthetic":
         val_set = CachedDataset(val_set)
@@ -358,19 +359,6 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
 
 def _unchanged(sample: dict) -> dict:
     return sample
-
-
-class CenterCropIfLarger:
-    """The central ``size`` x ``size`` pixels of a sample larger than that; smaller samples unchanged."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __call__(self, sample: dict) -> dict:
-        from edc_lab.data.transforms import CenterCrop
-
-        height, width = sample["label"].shape[-2:]
-        return CenterCrop(self.size)(sample) if height > self.size or width > self.size else sample
 
 
 def dataset_info(dataset: Dataset, config: TrainConfig) -> dict:
