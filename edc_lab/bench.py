@@ -515,16 +515,18 @@ def format_attention_table(rows: list[dict]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edc_lab.cli import int_in
+
     parser.add_argument("--models", nargs="+", default=["edc_base", "cloudseg_ref"], metavar="NAME",
                         help=f"models to compare (default: edc_base cloudseg_ref); any of {', '.join(MODEL_NAMES)}")
-    parser.add_argument("--sizes", nargs="+", type=int, default=None, metavar="S",
+    parser.add_argument("--sizes", nargs="+", type=int_in(1, 8192), default=None, metavar="S",
                         help="square input sizes (default 512; with --attention: token-map sides 16 32 64 128 256)")
-    parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    parser.add_argument("--sar-channels", type=int, default=2, help="SAR channels (default 2)")
+    parser.add_argument("--batch", type=int_in(1, 1024), default=1, help="batch size (default 1)")
+    parser.add_argument("--sar-channels", type=int_in(1, 64), default=2, help="SAR channels (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per model (default 5); the median is reported")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int_in(1, 10_000), default=5, help="timed repeats per model (default 5); the median is reported")
+    parser.add_argument("--warmup", type=int_in(0, 10_000), default=1, help="untimed calls before timing (default 1)")
+    parser.add_argument("--threads", type=int_in(1, 1024), default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--mode", choices=("inference", "train"), default="inference",
                         help="time an inference forward or a training step (forward + backward)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -534,10 +536,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model to compute ratios against (default: cloudseg_ref when it is among --models)")
     parser.add_argument("--attention", action="store_true",
                         help="instead of models: one HAT block against one dense-attention block on growing token maps")
-    parser.add_argument("--dim", type=int, default=64, help="--attention: channels (default 64)")
-    parser.add_argument("--heads", type=int, default=2, help="--attention: heads (default 2)")
-    parser.add_argument("--window", type=int, default=8, help="--attention: HAT window (default 8)")
-    parser.add_argument("--max-dense-tokens", type=int, default=128 * 128,
+    parser.add_argument("--dim", type=int_in(1, 4096), default=64, help="--attention: channels (default 64)")
+    parser.add_argument("--heads", type=int_in(1, 256), default=2, help="--attention: heads (default 2)")
+    parser.add_argument("--window", type=int_in(1, 1024), default=8, help="--attention: HAT window (default 8)")
+    parser.add_argument("--max-dense-tokens", type=int_in(1, 2**31), default=128 * 128,
                         help="--attention: largest dense map that is actually run (default 16384 = 128x128)")
     parser.add_argument("--explicit-attention", action="store_true",
                         help="--attention: materialise the attention matrix (explicit softmax) instead of the fused kernel")

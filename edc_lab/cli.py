@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 #: sub-command -> (module, one-line help)
@@ -19,6 +20,58 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("edc_lab.bench", "parameters, FLOPs, latency and memory of models"),
     "lab": ("edc_lab.lab", "open JupyterLab on the notebooks (localhost, token on)"),
 }
+
+
+def int_in(low: int, high: int | None = None):
+    """argparse ``type=``: an integer in [low, high]; otherwise argparse's one-line error naming the option."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            expected = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
+        return value
+
+    return parse
+
+
+def float_in(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False, high_open: bool = False):
+    """argparse ``type=``: a finite number in the interval (``inf`` and ``nan`` are refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (math.isfinite(value) and above and below):
+            parts = []
+            if math.isfinite(low):
+                parts.append(f"{'>' if low_open else '>='} {low:g}")
+            if math.isfinite(high):
+                parts.append(f"{'<' if high_open else '<='} {high:g}")
+            bound = " " + " and ".join(parts) if parts else ""
+            raise argparse.ArgumentTypeError(f"expected a finite number{bound}, found {text!r}")
+        return value
+
+    return parse
+
+
+def device_name(text: str) -> str:
+    """argparse ``type=``: ``auto`` or a device torch can parse (``cpu``, ``cuda``, ``cuda:1``...)."""
+    if text == "auto":
+        return text
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, found {text!r}") from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", None):
         print(f"edc-lab {args.command}: not available in this version ({args._missing} is missing)", file=sys.stderr)
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, OSError, MemoryError) as error:  # DataError, CheckpointError are ValueErrors
+        # the last net: a sub-command that lets a bad input through still ends in one line, not a traceback
+        message = str(error) or type(error).__name__
+        if isinstance(error, MemoryError):
+            message = f"out of memory ({message}); the input is too large for this machine"
+        print(f"edc-lab {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

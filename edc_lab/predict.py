@@ -26,6 +26,12 @@ A trained model sees patches of a few hundred pixels; a real scene (WHU-OPT-SAR:
    none), plus optionally the probabilities (float32, one band per class) and
    the cloud-free image (float32 reflectance in [0, 1], 4 bands).
 
+Inputs are checked before any work (numeric options, the data type and value
+range of each raster against ``convention``, the scene's size against memory)
+and outputs never clobber: an output path that resolves to an input or to
+another output (symbolic or hard link included) is refused, and every file is
+written to a temporary name in its folder, then renamed (``os.replace``).
+
 All of this is our choice (standard practice in remote-sensing inference); the
 paper (arXiv 2603.20811) evaluates on fixed-size patches.
 
@@ -44,10 +50,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edc_lab.data.io import Raster, align_to, fill_from_nearest, read_geotiff
+from edc_lab.data.io import (
+    Raster,
+    align_to,
+    check_convention,
+    check_declared_size,
+    check_output_paths,
+    check_some_data,
+    fill_from_nearest,
+    nodata_as_nan,
+    read_covering,
+    read_geotiff,
+    read_grid,
+    same_grid,
+)
 from edc_lab.data.sample import IGNORE_INDEX, OPTICAL_BANDS, DataError
 
 CONVENTIONS = ("m3mcr", "whu", "unit")
+#: value convention (:func:`edc_lab.data.io.check_convention`) of (optical, SAR) per input convention
+CONVENTION_CHECKS = {"m3mcr": ("reflectance", "db"), "whu": ("uint8", "uint8"), "unit": ("unit", "unit")}
+#: accepted ranges of the numeric options (inclusive)
+WINDOW_RANGE = (16, 8192)
+BATCH_SIZE_RANGE = (1, 1024)
 #: the normalisation a checkpoint's training data implies (synthetic scenes are written in the M3M-CR layout)
 DEFAULT_CONVENTION = {"m3mcr": "m3mcr", "whu": "whu", "synthetic": "m3mcr"}
 
@@ -161,17 +185,17 @@ def read_inputs(
         raise ValueError(f"convention: expected one of {CONVENTIONS}, found {convention!r}")
     optical = read_geotiff(optical_path, "optical (blue, green, red, NIR)", bands=len(OPTICAL_BANDS),
                            require_crs=True, fill_nonfinite=fill_nonfinite)
-    sar = read_geotiff(sar_path, "SAR", bands=sar_channels, require_crs=True, fill_nonfinite=fill_nonfinite)
-    if convention == "whu":
-        for raster, what in ((optical, "optical"), (sar, "SAR")):
-            if raster.values.dtype != np.uint8:
-                raise DataError(f"{raster.path}: expected 8-bit {what} (WHU-OPT-SAR convention), found {raster.values.dtype}")
-    sar_on_grid = align_to(sar.with_values(sar.values.astype(np.float32)), optical,
-                           resampling=_bilinear(), nodata=np.nan, what="SAR")
+    sar = read_covering(sar_path, "SAR", optical, bands=sar_channels, fill_nonfinite=fill_nonfinite)
+    optical_convention, sar_convention = CONVENTION_CHECKS[convention]
+    check_convention(optical, f"optical ('{convention}' convention)", optical_convention)
+    check_convention(sar, f"SAR ('{convention}' convention)", sar_convention)
+    sar = nodata_as_nan(sar, "SAR")
+    if same_grid(sar, optical):
+        sar_on_grid = sar.values
+    else:
+        sar_on_grid = align_to(sar, optical, resampling=_bilinear(), nodata=np.nan, what="SAR")
     sar_on_grid = fill_from_nearest(sar_on_grid, np.isnan(sar_on_grid).any(axis=0))
-    nodata = np.zeros(optical.shape, dtype=bool)
-    if optical.nodata is not None:
-        nodata = (optical.values == optical.nodata).all(axis=0)
+    nodata = check_some_data(optical, "optical")
     if convention == "m3mcr":
         from edc_lab.data.m3mcr import SAR_POLARIZATIONS, normalize_optical, normalize_sar
 
@@ -221,11 +245,26 @@ def predict_geotiff(
     from edc_lab.train.distributed import resolve_device
     from edc_lab.train.loop import resolve_amp
 
+    check_predict_options(window, overlap, batch_size, fill_nonfinite)
+    if convention is not None and convention not in CONVENTIONS:
+        raise ValueError(f"--convention: expected one of {CONVENTIONS}, found {convention!r}")
+    check_output_paths(
+        {"--out": out_path, "--probabilities": probabilities_path, "--cloudfree": cloudfree_path},
+        {"--checkpoint": checkpoint, "--optical": optical_path, "--sar": sar_path},
+    )
     torch_device = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, map_location=torch_device)
-    data = meta.get("data") or {}
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     convention = convention or DEFAULT_CONVENTION.get(data.get("name"), "m3mcr")
     in_sar = int(model.build_args.get("in_sar", data.get("in_sar", 2)))
+    num_classes = int(model.build_args.get("num_classes", 1))
+    if cloudfree_path is not None and not getattr(model, "has_cloud_removal", True):
+        raise ValueError(f"--cloudfree: expected a model with a cloud-removal head, found {checkpoint} holding "
+                         f"{model.build_args.get('name')}, which has none")
+    # the whole scene's blended probabilities live in memory (float64): refuse what cannot fit, before reading
+    grid_header = read_grid(optical_path, "optical (blue, green, red, NIR)")
+    check_declared_size(grid_header.path, "optical scene: blended class probabilities and weights in float64",
+                        num_classes + (len(OPTICAL_BANDS) if cloudfree_path else 0) + 1, *grid_header.shape, "float64")
     optical, sar, nodata, grid = read_inputs(optical_path, sar_path, convention=convention, sar_channels=in_sar,
                                              fill_nonfinite=fill_nonfinite)
     outputs = sliding_window_predict(
@@ -233,19 +272,21 @@ def predict_geotiff(
         batch_size=batch_size, device=torch_device, amp_dtype=resolve_amp("auto", torch_device),
     )
     probabilities = outputs["probabilities"]
+    if cloudfree_path is not None and outputs["cloudfree"] is None:  # check before writing anything
+        raise ValueError(f"--cloudfree: expected a model with a cloud-removal head, found {checkpoint} holding "
+                         f"{model.build_args.get('name')}, which returns none")
     classes = probabilities.argmax(dim=0).numpy().astype(np.uint8)
     classes[nodata] = IGNORE_INDEX
     write_geotiff(out_path, classes[None], crs=grid.crs, transform=grid.transform, nodata=IGNORE_INDEX)
-    class_names = list(data.get("class_names") or [f"class {k}" for k in range(probabilities.shape[0])])
+    class_names = list(data.get("class_names") or [])
+    if len(class_names) != probabilities.shape[0]:  # missing or inconsistent metadata: number the classes
+        class_names = [f"class {k}" for k in range(probabilities.shape[0])]
     written = {"out": str(out_path)}
     if probabilities_path is not None:
         write_geotiff(probabilities_path, probabilities.numpy(), crs=grid.crs, transform=grid.transform,
                       descriptions=class_names)
         written["probabilities"] = str(probabilities_path)
     if cloudfree_path is not None:
-        if outputs["cloudfree"] is None:
-            raise ValueError(f"{checkpoint}: --cloudfree asked for, but model {model.build_args['name']} has no "
-                             f"cloud-removal head")
         write_geotiff(cloudfree_path, outputs["cloudfree"].clamp(0, 1).numpy(), crs=grid.crs,
                       transform=grid.transform, descriptions=OPTICAL_BANDS)
         written["cloudfree"] = str(cloudfree_path)
@@ -264,21 +305,39 @@ def predict_geotiff(
     }
 
 
+def check_predict_options(window, overlap, batch_size, fill_nonfinite=None) -> None:
+    """One ValueError naming the first bad numeric option (the API and the CLI share it)."""
+    low, high = WINDOW_RANGE
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not low <= window <= high:
+        raise ValueError(f"--window: expected an integer in [{low}, {high}] pixels, found {window!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or not 0 <= overlap < window:
+        raise ValueError(f"--overlap: expected an integer with 0 <= overlap < window ({window}) pixels, "
+                         f"found {overlap!r}")
+    low, high = BATCH_SIZE_RANGE
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not low <= batch_size <= high:
+        raise ValueError(f"--batch-size: expected an integer in [{low}, {high}], found {batch_size!r}")
+    if fill_nonfinite is not None and not (isinstance(fill_nonfinite, (int, float)) and math.isfinite(fill_nonfinite)):
+        raise ValueError(f"--fill-nonfinite: expected a finite number, found {fill_nonfinite!r}")
+
+
 # --------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edc_lab.cli import device_name, float_in, int_in
+
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by edc-lab train")
     parser.add_argument("--optical", required=True, metavar="OPT.tif", help="optical GeoTIFF (4 bands: B, G, R, NIR)")
     parser.add_argument("--sar", required=True, metavar="SAR.tif", help="SAR GeoTIFF (any grid overlapping the optical)")
     parser.add_argument("--out", required=True, metavar="MAP.tif", help="output class map (uint8, optical grid)")
-    parser.add_argument("--window", type=int, default=256, help="window size in pixels (default 256)")
-    parser.add_argument("--overlap", type=int, default=64, help="overlap between windows (default 64)")
+    parser.add_argument("--window", type=int_in(*WINDOW_RANGE), default=256, help="window size in pixels (default 256)")
+    parser.add_argument("--overlap", type=int_in(0), default=64, help="overlap between windows, < --window (default 64)")
     parser.add_argument("--probabilities", metavar="P.tif", help="also write the class probabilities (float32)")
     parser.add_argument("--cloudfree", metavar="CF.tif", help="also write the cloud-free estimate (float32, [0, 1])")
     parser.add_argument("--convention", choices=CONVENTIONS,
                         help="input scaling (default: the checkpoint's dataset; synthetic -> m3mcr)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--fill-nonfinite", type=float, metavar="VALUE", help="fill NaN/Inf input pixels with VALUE")
+    parser.add_argument("--batch-size", type=int_in(*BATCH_SIZE_RANGE), default=4,
+                        help="windows per forward pass (default 4)")
+    parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--fill-nonfinite", type=float_in(), metavar="VALUE", help="fill NaN/Inf input pixels with VALUE")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -290,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
             probabilities_path=args.probabilities, cloudfree_path=args.cloudfree, convention=args.convention,
             device=args.device, batch_size=args.batch_size, fill_nonfinite=args.fill_nonfinite,
         )
-    except (ValueError, DataError, CheckpointError) as error:
+    except (ValueError, DataError, CheckpointError, OSError) as error:
         print(f"edc-lab predict: error: {error}", file=sys.stderr)
         return 2
     height, width = summary["shape"]

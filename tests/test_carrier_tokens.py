@@ -192,3 +192,21 @@ def test_cost_linear_for_carrier_tokens_quadratic_for_dense():
     # attention itself is counted (the CPU SDPA kernel has a registered FLOP formula)
     assert _flops(dense, 28) > 4 * (28 * 28) ** 2 * 32 * 0.99
     assert _flops(hat, 56) < _flops(dense, 56) / 10
+
+
+def test_dense_stage_matches_the_parameters_of_a_carrier_token_stage():
+    """A HAT block is two attention + MLP layers (global, local), a dense block one: the dense stage
+    gets the MLP ratio 2 r + 2 and then holds as many parameters (within 2 %: biases, norms and the
+    carriers' depth-wise convolution are not matched); without matching, about half."""
+    from edc_lab.models.carrier_tokens import capacity_matched_mlp_ratio
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    for dim, depth, ratio in ((80, 1, 2.0), (256, 6, 4.0)):
+        carrier = count(CarrierTokenStage(dim, depth, 4, window=8, mlp_ratio=ratio))
+        dense = CarrierTokenStage(dim, depth, 4, mlp_ratio=ratio, dense=True)
+        assert dense.blocks[0].mlp.fc1.out_features == int(dim * capacity_matched_mlp_ratio(ratio))
+        assert abs(count(dense) - carrier) <= 0.02 * carrier, (count(dense), carrier)
+        unmatched = count(CarrierTokenStage(dim, depth, 4, mlp_ratio=ratio, dense=True, match_capacity=False))
+        assert unmatched < 0.6 * carrier

@@ -88,3 +88,59 @@ def test_load_checkpoint_rebuilds_the_model_exactly(tmp_path):
                                                "build_args": {**model.build_args, "num_classes": 7}})
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(wrong)
+
+
+def test_stale_temporary_files_of_killed_saves_are_removed_by_the_next_save(tmp_path):
+    path = tmp_path / "last.pt"
+    stale = tmp_path / ".last.pt.k1ll3d_x.tmp"  # what a save killed between write and rename leaves
+    stale.write_bytes(b"\0" * 1024)
+    keep = [tmp_path / ".best.pt.k1ll3d_x.tmp", tmp_path / "notes.tmp", tmp_path / ".last.pt.not-ours.tmp"]
+    for other in keep:
+        other.write_text("not ours to delete")
+    save_checkpoint(path, {"model": {}, "build_args": {}, "step": 1})
+    assert not stale.exists() and all(other.exists() for other in keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["last.pt"] + [p.name for p in keep])
+
+
+def test_a_save_that_fails_after_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {}, "build_args": {}, "step": 1})
+
+    def refuse(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("edc_lab.train.checkpoint.os.replace", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"model": {"w": torch.ones(1000)}, "build_args": {}, "step": 2})
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"] and read_checkpoint(path)["step"] == 1
+
+
+def test_a_bare_state_dict_is_named_as_such(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(torch.nn.Linear(2, 1).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"weights\.pt: .*found a bare state_dict \(2 tensors, e\.g\. 'weight'\)"):
+        read_checkpoint(path)
+
+
+def test_weights_only_export_keeps_the_weights_and_drops_the_rest(tmp_path):
+    from edc_lab.train.checkpoint import export_weights, is_weights_only
+
+    weights = {"w": torch.arange(4.0)}
+    full = save_checkpoint(tmp_path / "full.pt", {"model": weights, "build_args": {"name": "x"}, "step": 7,
+                                                  "optimizer": {"state": {}, "param_groups": []}, "rng": rng_state()})
+    export = read_checkpoint(export_weights(full, tmp_path / "export.pt"))
+    assert is_weights_only(export) and not is_weights_only(read_checkpoint(full))
+    assert export["rng"] is None and export["scheduler"] is None and export["step"] == 7
+    assert torch.equal(export["model"]["w"], weights["w"])
+
+
+def test_non_finite_entries_checks_parameters_and_buffers():
+    from edc_lab.train.checkpoint import non_finite_entries
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    assert non_finite_entries(model.state_dict()) == []
+    with torch.no_grad():
+        model[0].bias[1] = float("inf")
+    model[1].running_var[0] = float("nan")  # a buffer, not a parameter
+    assert non_finite_entries(model.state_dict()) == ["0.bias", "1.running_var"]

@@ -154,3 +154,37 @@ def test_redistribution_can_be_skipped_per_stream():
     assert all(p.grad is not None for p in only_optical.parameters())
     with pytest.raises(ValueError, match="redistribute"):
         DCHF(8, redistribute=("cross",))
+
+
+def test_stage1_fusion_without_cross_stream_has_no_dead_columns():
+    """At stage 1 X does not exist (zeros): the columns of Conv1x1([R*O, S, X]) that read X
+    would never receive a gradient. ``with_cross=False`` mixes [R*O, S] only and computes the
+    same result as the 3C version fed zeros."""
+    torch.manual_seed(0)
+    dim = 8
+    optical, sar = torch.randn(2, 2, dim, 13, 17).unbind(0)
+    with_zeros = DCHF(dim, num_heads=2, cell=4)
+    stage1 = DCHF(dim, num_heads=2, cell=4, with_cross=False)
+    assert stage1.local_mix.weight.shape == (dim, 2 * dim, 1, 1)
+    state = with_zeros.state_dict()
+    state["local_mix.weight"] = state["local_mix.weight"][:, : 2 * dim]  # drop the columns that read X
+    stage1.load_state_dict(state)
+    reference = with_zeros(optical, sar, None)
+    result = stage1(optical, sar)
+    for expected, found in zip(reference[:3], result[:3]):
+        torch.testing.assert_close(found, expected)
+    # the 3C version: X's columns get exactly zero gradient; the 2C version: every element learns
+    (reference[0].sum() + reference[1].sum() + reference[2].pow(2).sum()).backward()
+    assert torch.all(with_zeros.local_mix.weight.grad[:, 2 * dim:] == 0)
+    (result[0].sum() + result[1].sum() + result[2].pow(2).sum()).backward()
+    assert torch.all(stage1.local_mix.weight.grad != 0)
+    with pytest.raises(ValueError, match="with_cross=False"):
+        stage1(optical, sar, torch.zeros_like(optical))
+
+
+def test_encoder_builds_the_stage1_fusion_without_cross_stream():
+    from edc_lab.models import build_model
+
+    fusions = build_model("edc_tiny").encoder.fusions
+    widths = [fusion.dim for fusion in fusions]
+    assert [fusion.local_mix.in_channels for fusion in fusions] == [2 * widths[0]] + [3 * w for w in widths[1:]]

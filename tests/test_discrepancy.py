@@ -126,3 +126,33 @@ def test_cloud_bce_gradient_is_finite_where_d_saturates():
     assert d.max().item() == 1.0
     cloud_bce(d, torch.tensor([[[0.0, 1.0]]])).backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_reliability_stays_positive_in_bfloat16_for_large_logits():
+    """In bfloat16, sigmoid(z) rounds to exactly 1 from z of about 6 on, so R = 1 - D would be 0 and
+    a merely 'unreliable' pixel would be erased; R = sigmoid(-z) in float32 keeps it positive."""
+    torch.manual_seed(0)
+    module = DiscrepancyMap(4).to(torch.bfloat16)
+    with torch.no_grad():
+        module.score.weight.fill_(0.01)
+        module.score.bias.fill_(12.0)
+    optical, sar = torch.randn(2, 2, 4, 5, 6, dtype=torch.bfloat16).unbind(0)
+    discrepancy, reliability = module.with_reliability(optical, sar)
+    assert discrepancy.dtype == reliability.dtype == torch.bfloat16
+    assert torch.all(1 - discrepancy == 0)  # what R = 1 - D would give
+    logits = module.logits(optical, sar).float()
+    assert torch.all(reliability > 0)
+    torch.testing.assert_close(reliability.float(), torch.sigmoid(-logits), rtol=1e-2, atol=0)
+    torch.testing.assert_close(module(optical, sar), discrepancy)
+
+
+def test_auroc_scores_each_input_pixel_with_the_cell_that_covers_it():
+    """37 x 53 at stride 32: a 2 x 2 map whose last cell covers only 5 x 21 real pixels. A D equal to
+    1 on that cell is a perfect detector of a cloud filling it (a stretched map would blur it)."""
+    mask = torch.zeros(1, 37, 53)
+    mask[:, 32:, 32:] = 1
+    discrepancy = torch.zeros(1, 1, 2, 2)
+    discrepancy[..., 1, 1] = 1.0
+    assert discrepancy_auroc(discrepancy, mask) == 1.0
+    with pytest.raises(ValueError, match="power-of-two"):
+        discrepancy_auroc(torch.zeros(1, 1, 3, 3), mask)

@@ -1,10 +1,30 @@
-"""Hand-computed checks of the metrics (edc_lab.train.metrics)."""
+"""Checks of the metrics (edc_lab.train.metrics).
+
+The metrics are computed with torchmetrics. The hand-computed examples of the
+first part are the agreement tests: torchmetrics must give the numbers we work
+out on paper. The second part compares torchmetrics with the hand formulas on
+random inputs, and states where the two definitions differ (SSIM's border,
+PSNR per image vs over the batch, SAM's units and zero spectra, AUROC of
+logit-like scores).
+"""
 
 import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_f1_score,
+    multiclass_jaccard_index,
+)
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    spectral_angle_mapper,
+    structural_similarity_index_measure,
+)
 
 from edc_lab.train.metrics import (
     CloudRemovalMeter,
@@ -12,6 +32,7 @@ from edc_lab.train.metrics import (
     auroc,
     confusion_matrix,
     discrepancy_targets,
+    gaussian_window,
     psnr,
     segmentation_scores,
     spectral_angle,
@@ -103,8 +124,6 @@ def test_ssim_identity_constants_and_noise():
 
 
 def test_ssim_window_sums_to_one_and_matches_sigma():
-    from edc_lab.train.metrics import gaussian_window
-
     window = gaussian_window(11, 1.5)
     assert window.sum().item() == pytest.approx(1.0)
     assert window[5, 5] / window[5, 6] == pytest.approx(math.exp(1 / (2 * 1.5**2)))
@@ -150,3 +169,176 @@ def test_discrepancy_targets_downsample_mask():
     mask[0, 2, 2] = 1.0  # a quarter of one cell: stays clear
     scores, labels = discrepancy_targets(torch.rand(1, 1, 2, 2), mask)
     assert labels.tolist() == [True, True, False, False] and scores.shape == (4,)
+
+
+# --------------------------------------------------------------------------- torchmetrics vs the hand formulas
+# The formulas of the module docstring, written out in float64: what metrics.py computed by hand before.
+def _hand_confusion(prediction, target, num_classes, ignore_index=255):
+    keep = target != ignore_index
+    pairs = target[keep].long() * num_classes + prediction[keep].long()
+    return torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def _hand_psnr_per_image(prediction, target):
+    mse = (prediction.double() - target.double()).pow(2).mean(dim=(1, 2, 3))
+    return 10.0 * torch.log10(1.0 / mse)  # (B,)
+
+
+def _hand_ssim_map(prediction, target, reflect_pad):
+    """(B, C, h, w) SSIM map, window 11, sigma 1.5, L = 1; valid part only unless reflect_pad."""
+    x, y = prediction.double(), target.double()
+    if reflect_pad:
+        x, y = F.pad(x, (5, 5, 5, 5), mode="reflect"), F.pad(y, (5, 5, 5, 5), mode="reflect")
+    channels = x.shape[1]
+    kernel = gaussian_window(11, 1.5)[None, None].repeat(channels, 1, 1, 1)
+
+    def local_mean(image):
+        return F.conv2d(image, kernel, groups=channels)
+
+    mu_x, mu_y = local_mean(x), local_mean(y)
+    var_x, var_y = local_mean(x * x) - mu_x**2, local_mean(y * y) - mu_y**2
+    cov_xy = local_mean(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+def _hand_sam_degrees(prediction, target):
+    x, y = prediction.double(), target.double()
+    cosine = (x * y).sum(dim=1) / (x.norm(dim=1) * y.norm(dim=1)).clamp_min(1e-12)
+    return float(torch.rad2deg(torch.arccos(cosine.clamp(-1.0, 1.0))).mean())
+
+
+def _hand_auroc(scores, labels):
+    """Mann-Whitney with average ranks (the scipy implementation metrics.auroc used before)."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    positives, negatives = labels.sum(), (~labels).sum()
+    ranks = rankdata(scores, method="average")
+    return (ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def _random_segmentation(seed, num_classes=6, shape=(3, 40, 48)):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, num_classes, shape, generator=generator)
+    target[torch.rand(shape, generator=generator) < 0.1] = 255
+    guess = torch.randint(0, num_classes, shape, generator=generator)
+    prediction = torch.where(torch.rand(shape, generator=generator) < 0.6, target.clamp(max=num_classes - 1), guess)
+    cloud = torch.rand(shape, generator=generator) < 0.4
+    return prediction, target, cloud
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_confusion_matrix_equals_hand_count_with_ignore_and_mask(seed):
+    prediction, target, cloud = _random_segmentation(seed)
+    assert torch.equal(confusion_matrix(prediction, target, 6), _hand_confusion(prediction, target, 6))
+    assert torch.equal(
+        confusion_matrix(prediction, target, 6, mask=cloud), _hand_confusion(prediction[cloud], target[cloud], 6)
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_segmentation_scores_agree_with_hand_formulas_and_public_torchmetrics(seed):
+    prediction, target, _ = _random_segmentation(seed)
+    prediction[prediction == 5] = 4  # class 5 in the truth, never predicted: IoU 0, counted in the mean
+    scores = segmentation_scores(confusion_matrix(prediction, target, 7))  # class 6 absent: NaN, left out
+    matrix = _hand_confusion(prediction, target, 7).double().numpy()
+    true_positive = np.diag(matrix)
+    union = matrix.sum(0) + matrix.sum(1) - true_positive
+    with np.errstate(invalid="ignore"):
+        iou, f1 = true_positive / union, 2 * true_positive / (union + true_positive)
+    # the hand formulas, in float64; torchmetrics takes IoU in float32
+    assert np.allclose(scores["iou"], iou, rtol=1e-6, equal_nan=True) and math.isnan(scores["iou"][6])
+    assert scores["iou"][5] == 0.0 and scores["present"] == [0, 1, 2, 3, 4, 5]
+    assert np.allclose(scores["f1"], f1, rtol=1e-12, equal_nan=True)
+    assert scores["miou"] == pytest.approx(np.nanmean(iou), rel=1e-6)
+    assert scores["mean_f1"] == pytest.approx(np.nanmean(f1), rel=1e-12)
+    assert scores["oa"] == pytest.approx(true_positive.sum() / matrix.sum(), rel=1e-12)
+    # torchmetrics' public API on the pixels themselves gives the same numbers as its reducers on our matrix
+    public = dict(num_classes=7, ignore_index=255)
+    assert float(multiclass_jaccard_index(prediction, target, average="macro", **public)) == pytest.approx(scores["miou"])
+    assert float(multiclass_f1_score(prediction, target, average="macro", **public)) == pytest.approx(scores["mean_f1"])
+    assert float(multiclass_accuracy(prediction, target, average="micro", **public)) == pytest.approx(scores["oa"])
+    per_class = multiclass_jaccard_index(prediction, target, average="none", **public)
+    assert np.allclose(per_class[:6].numpy(), scores["iou"][:6]) and per_class[6] == 0.0  # torchmetrics: 0, ours: NaN
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_psnr_agrees_with_hand_formula_per_image_not_with_torchmetrics_default(seed):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.rand(4, 5, 16, 24, generator=generator)
+    noise_level = torch.tensor([0.01, 0.03, 0.1, 0.3]).reshape(4, 1, 1, 1)  # very different errors per image
+    prediction = (target + noise_level * torch.randn(target.shape, generator=generator)).clamp(0, 1)
+    per_image = _hand_psnr_per_image(prediction, target)
+    # torchmetrics converts ln to log10 with a float32 constant: 1e-7 relative
+    assert psnr(prediction, target) == pytest.approx(float(per_image.mean()), rel=1e-6)
+    # torchmetrics' default (dim=None) pools the MSE over the batch: another number, which we do not use
+    pooled = float(peak_signal_noise_ratio(prediction.double(), target.double(), data_range=1.0))
+    assert pooled == pytest.approx(float(10 * torch.log10(1 / (prediction.double() - target.double()).pow(2).mean())))
+    assert abs(pooled - psnr(prediction, target)) > 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ssim_is_the_hand_formula_on_reflect_padded_images(seed):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.rand(2, 3, 24, 32, generator=generator)
+    prediction = (target + 0.1 * torch.randn(target.shape, generator=generator)).clamp(0, 1)
+    padded_map, valid_map = _hand_ssim_map(prediction, target, True), _hand_ssim_map(prediction, target, False)
+    assert ssim(prediction, target) == pytest.approx(float(padded_map.mean()), abs=1e-12)
+    # inside, away from the border, torchmetrics' map is our old "valid" map exactly ...
+    _, full_map = structural_similarity_index_measure(
+        prediction.double(), target.double(), data_range=1.0, return_full_image=True
+    )
+    assert torch.allclose(full_map[..., 5:-5, 5:-5], valid_map, atol=1e-12)
+    # ... but the border pixels now count: the mean over the valid part alone is another number
+    assert abs(ssim(prediction, target) - float(valid_map.mean())) > 1e-5
+
+
+def test_ssim_window_is_derived_from_sigma_as_in_torchmetrics():
+    from torchmetrics.functional.image.utils import _gaussian_kernel_2d
+
+    kernel = _gaussian_kernel_2d(1, (11, 11), (1.5, 1.5), torch.float64, "cpu")[0, 0]
+    assert torch.allclose(kernel, gaussian_window(11, 1.5), atol=1e-15)
+    image = torch.rand(1, 1, 16, 16)
+    with pytest.raises(ValueError, match="derives the Gaussian window from sigma"):
+        ssim(image, image, window_size=7)  # torchmetrics would silently use 11 for sigma = 1.5
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_spectral_angle_agrees_with_hand_formula_in_degrees(seed):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.rand(3, 6, 16, 16, generator=generator)
+    prediction = (target + 0.2 * torch.randn(target.shape, generator=generator)).clamp(0, 1)
+    assert spectral_angle(prediction, target) == pytest.approx(_hand_sam_degrees(prediction, target), abs=1e-10)
+    # torchmetrics returns radians; we report degrees
+    radians = float(spectral_angle_mapper(prediction.double(), target.double()))
+    assert spectral_angle(prediction, target) == pytest.approx(math.degrees(radians), rel=1e-12)
+
+
+def test_spectral_angle_of_a_zero_spectrum_is_nan_as_in_torchmetrics():
+    target = torch.rand(1, 4, 2, 2) + 0.1
+    prediction = target.clone()
+    prediction[0, :, 0, 0] = 0.0  # a pixel predicted black in every band: no direction
+    assert math.isnan(spectral_angle(prediction, target))  # the hand-written version counted 90 degrees
+    with pytest.raises(ValueError, match="C >= 2"):
+        spectral_angle(target[:, :1], target[:, :1])
+
+
+@pytest.mark.parametrize("levels", [2, 5, 256, None])
+def test_auroc_equals_mann_whitney_with_ties(levels):
+    rng = np.random.default_rng(levels or 0)
+    size = 50_000
+    labels = rng.random(size) < 0.35
+    if levels is None:
+        scores = rng.random(size).astype(np.float32) * 0.8 + 0.1 * labels  # continuous, like a D map
+    else:
+        scores = (rng.integers(0, levels, size) + labels * rng.integers(0, 2, size)) / levels  # many ties
+    assert auroc(torch.from_numpy(scores), torch.from_numpy(labels)) == pytest.approx(_hand_auroc(scores, labels), abs=1e-7)
+
+
+def test_auroc_of_scores_outside_the_unit_interval_uses_their_order():
+    # torchmetrics would treat these as logits: sigmoid(40), sigmoid(41), sigmoid(42) are all 1.0 in
+    # float64, three ties, AUROC 0.5; the order says the positives are all above the negative
+    assert auroc([40.0, 41.0, 42.0], [0, 1, 1]) == 1.0
+    rng = np.random.default_rng(3)
+    scores, labels = rng.integers(-3, 4, 5000) * 10.0, rng.random(5000) < 0.5
+    assert auroc(scores, labels) == pytest.approx(_hand_auroc(scores, labels), abs=1e-7)
+    assert math.isnan(auroc([0.1, float("nan")], [0, 1]))

@@ -1,6 +1,7 @@
 """The training loop: exact resume, NaN guard, stages, baselines, evaluation (edc_lab.train.loop)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -322,3 +323,165 @@ def test_optional_cloud_supervision_of_the_discrepancy_maps():
     assert "cloud" not in compute_losses(plain, batch, config, True)[1]  # no discrepancy maps
     with pytest.raises(ValueError, match="lambda_cloud"):
         make_config(stage="student", lambda_kd=0.0, lambda_cloud=-1.0)
+
+
+# --------------------------------------------------------------------------- guards: fp16 skips, gradients, weights, labels
+def _tiny_step_setup(scaler_enabled):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    scaler = torch.amp.GradScaler("cpu", enabled=scaler_enabled)
+    return model, optimizer, scheduler, scaler
+
+
+def test_a_step_that_grad_scaler_skips_does_not_advance_the_schedule():
+    from edc_lab.train.loop import optimizer_step
+
+    model, optimizer, scheduler, scaler = _tiny_step_setup(scaler_enabled=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    overflow = model(torch.ones(1, 3)).sum() * float("inf")  # an fp16-style overflow: inf gradients
+    norm, stepped = optimizer_step(model, overflow, optimizer, scheduler, scaler)
+    assert not stepped and not math.isfinite(norm)
+    assert scheduler.last_epoch == 0 and optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # schedule untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # weights untouched
+    assert scaler.get_scale() == 65536.0 / 2  # GradScaler backed off
+    norm, stepped = optimizer_step(model, model(torch.ones(1, 3)).sum(), optimizer, scheduler, scaler)
+    assert stepped and math.isfinite(norm) and norm > 0
+    assert scheduler.last_epoch == 1 and optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert not torch.equal(before[0], model.weight)
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_updates_nothing():
+    from edc_lab.train.loop import optimizer_step
+
+    model, optimizer, scheduler, scaler = _tiny_step_setup(scaler_enabled=False)
+    before = [p.detach().clone() for p in model.parameters()]
+    offset = model.weight - model.weight.detach()  # 0, with gradient 1
+    loss = torch.sqrt(offset.abs()).sum()  # = 0, finite; d sqrt(x)/dx at 0 is inf: NaN/inf gradient
+    assert math.isfinite(loss.item())
+    norm, stepped = optimizer_step(model, loss, optimizer, scheduler, scaler, grad_clip=1.0)
+    assert not stepped and not math.isfinite(norm) and scheduler.last_epoch == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_non_finite_gradient_stops_the_run_naming_the_step(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = loop.compute_losses
+
+    def poisoned(outputs, *args, **kwargs):
+        total, terms = real(outputs, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # finite loss, non-finite gradient
+            logits = outputs["logits"]
+            total = total + torch.sqrt((logits - logits.detach()).abs()).sum()
+        return total, terms
+
+    monkeypatch.setattr(loop, "compute_losses", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"step 3 of 4: the gradient norm is not finite.*last\.pt \(step 2\)"):
+        train(make_config(stage="teacher", out=str(tmp_path), **TINY))
+    checkpoint = read_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["step"] == 2
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
+
+
+def test_non_finite_weights_never_reach_a_checkpoint(tmp_path, monkeypatch):
+    """--lr inf used to train, exit 0 and write NaN weights as the 'last good checkpoint'."""
+    real = loop.build_scheduler
+
+    def infinite_from_step_3(optimizer, config):  # the 3rd update uses lr = inf
+        scheduler = real(optimizer, config)
+        scheduler.lr_lambdas = [lambda step: float("inf") if step >= 2 else 1.0] * len(optimizer.param_groups)
+        return scheduler
+
+    monkeypatch.setattr(loop, "build_scheduler", infinite_from_step_3)
+    with pytest.raises(NonFiniteLossError, match=r"step 3 of 4: after the update the weights are not finite .*"
+                                                 r"Last checkpoint with finite weights: .*last\.pt \(step 2\)"):
+        train(make_config(stage="teacher", out=str(tmp_path), **TINY))
+    checkpoint = read_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["step"] == 2
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [r["step"] for r in history] == [1, 2] and all(math.isfinite(r["grad_norm"]) for r in history)
+
+
+def test_lr_inf_from_the_first_step_names_no_checkpoint(tmp_path, monkeypatch):
+    real = loop.build_optimizer
+
+    def infinite(model, config):
+        optimizer = real(model, config)
+        for group in optimizer.param_groups:
+            group["lr"] = float("inf")
+        return optimizer
+
+    monkeypatch.setattr(loop, "build_optimizer", infinite)
+    monkeypatch.setattr(loop, "build_scheduler", lambda optimizer, config: torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0))
+    with pytest.raises(NonFiniteLossError, match=r"step 1 of 4: after the update the weights.*none written yet"):
+        train(make_config(stage="teacher", out=str(tmp_path), **TINY))
+    assert not (tmp_path / "last.pt").exists()
+
+
+class _Unlabelled(torch.utils.data.Dataset):
+    """A dataset whose labels are all 255 ("ignore")."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        sample = dict(self.dataset[index])
+        sample["label"] = torch.full_like(sample["label"], 255)
+        return sample
+
+    def __getattr__(self, name):
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def test_labels_that_are_all_ignore_stop_the_run(tmp_path, monkeypatch):
+    real = loop.build_datasets
+    monkeypatch.setattr(loop, "build_datasets", lambda config: tuple(_Unlabelled(d) for d in real(config)))
+    with pytest.warns(UserWarning, match="no labelled pixel"):
+        with pytest.raises(ValueError, match=r"first 2 training step\(s\) had no labelled pixel: every label is 255"):
+            train(make_config(stage="teacher", out=str(tmp_path), **TINY))  # checkpoint_every=2
+    assert not (tmp_path / "last.pt").exists()  # stopped before writing a useless checkpoint
+
+
+def test_evaluate_warns_when_no_pixel_is_labelled():
+    from edc_lab.data.datasets import build_dataset
+
+    scenes = _Unlabelled(build_dataset("synthetic", split="val", size=32, count=2, seed=0))
+    with pytest.warns(UserWarning, match="only 'ignore' \\(255\\) labels"):
+        metrics = evaluate(build_model("edc_tiny"), scenes, batch_size=2)
+    assert math.isnan(metrics["miou"]) and metrics["segmentation"]["all"]["pixels"] == 0
+
+
+def test_resume_from_a_weights_only_export(tmp_path):
+    from edc_lab.train.checkpoint import export_weights
+
+    train(make_config(stage="teacher", out=str(tmp_path / "full"), **dict(TINY, steps=2)))
+    export = export_weights(tmp_path / "full" / "last.pt", tmp_path / "export" / "last.pt")
+    payload = read_checkpoint(export)
+    assert payload["optimizer"] is None and payload["rng"] is None and payload["step"] == 2
+    with pytest.warns(UserWarning, match="weights-only export .* fresh AdamW"):
+        history = train(make_config(stage="teacher", out=str(tmp_path / "export"), resume=True, **TINY))
+    lrs = {r["step"]: r["lr"] for r in history if r["split"] == "train"}
+    assert lrs[3] == pytest.approx(1e-3 * lr_factor(3, 1, 4, TrainConfig().min_lr_ratio))  # schedule at step 2
+    resumed = read_checkpoint(tmp_path / "export" / "last.pt")
+    assert resumed["step"] == 4 and resumed["optimizer"] is not None  # a full checkpoint again
+
+
+def test_resume_refuses_a_checkpoint_with_non_finite_weights(tmp_path):
+    from edc_lab.train.checkpoint import CheckpointError, save_checkpoint
+
+    train(make_config(stage="teacher", out=str(tmp_path), **dict(TINY, steps=2)))
+    payload = read_checkpoint(tmp_path / "last.pt")
+    name = next(k for k, v in payload["model"].items() if v.is_floating_point())
+    payload["model"][name] = payload["model"][name] * float("nan")
+    save_checkpoint(tmp_path / "last.pt", payload)
+    with pytest.raises(CheckpointError, match=f"cannot resume: the weights are not finite \\({name}"):
+        train(make_config(stage="teacher", out=str(tmp_path), resume=True, **TINY))

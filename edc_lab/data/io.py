@@ -19,6 +19,13 @@ Whose idea: all of this is our choice (following TorchGeo's readers); the
 paper (arXiv 2603.20811) and its predecessor CloudSeg upsample SAR by array
 size instead.
 
+Sizes and conventions are checked before they can hurt: a header declaring
+more than :data:`MAX_RASTER_BYTES` (or a ``.npy`` header of another shape than
+the optical grid) is refused before any pixel is read; :func:`check_convention`
+refuses values whose data type or range betrays another scaling (float
+reflectance already in [0, 1], 8-bit SAR read as dB); :func:`read_covering`
+reads only the part of a file that covers the target grid.
+
 Non-finite pixels (NaN/Inf in a float raster): refused by default with a
 DataError; ``fill_nonfinite=value`` replaces them with ``value`` and warns with
 the count (see :func:`edc_lab.data.sample.check_finite`).
@@ -26,6 +33,7 @@ the count (see :func:`edc_lab.data.sample.check_finite`).
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +56,11 @@ from edc_lab.data.sample import DataError, check_finite
 
 #: a source must cover at least this fraction of the target's footprint to be aligned to it
 MIN_OVERLAP = 0.9
+#: the most bytes one read may declare (bands x rows x cols x item size); a larger header is refused
+#: before any pixel is read (a 9 MB sparse GeoTIFF can declare 200000² pixels = hundreds of GiB)
+MAX_RASTER_BYTES = 4 * 2**30
+#: value conventions :func:`check_convention` knows (what the pixel values of a file mean)
+CONVENTION_NAMES = ("reflectance", "db", "uint8", "unit")
 
 
 @dataclass(frozen=True)
@@ -100,12 +113,67 @@ class Raster:
         return array
 
 
+def check_input_file(path: Path, expected: str) -> None:
+    """Refuse a path that is missing, a directory or an empty file, naming it."""
+    if path.is_dir():
+        raise DataError(f"{path}: expected {expected}, found a directory")
+    if not path.is_file():
+        raise DataError(f"{path}: expected {expected}, found no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: expected {expected}, found an empty file (0 bytes)")
+
+
+def check_output_paths(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an output that would overwrite an input or another output (one DataError naming both).
+
+    Paths are compared after resolving symbolic links (``os.path.realpath``) and,
+    for files that exist, by identity (``os.path.samefile``: hard links). An
+    output that is an existing directory is refused too.
+    """
+    def same(a: Path, b: Path) -> bool:
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        try:
+            return a.exists() and b.exists() and os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    seen: list[tuple[str, Path]] = []
+    for option, value in outputs.items():
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_dir():
+            raise DataError(f"{option} {path}: expected an output file path, found a directory")
+        for other_option, other in [*((o, Path(v)) for o, v in inputs.items() if v is not None), *seen]:
+            if same(path, other):
+                raise DataError(
+                    f"{option} {path}: expected an output path distinct from every input and output, found the "
+                    f"same file as {other_option} {other}; refusing to overwrite it"
+                )
+        seen.append((option, path))
+
+
+def check_declared_size(
+    path: Path, what: str, bands: int, height: int, width: int, dtype: str, limit: int | None = None
+) -> None:
+    """Refuse a read whose declared size exceeds ``limit`` bytes (default :data:`MAX_RASTER_BYTES`)."""
+    limit = MAX_RASTER_BYTES if limit is None else limit
+    if height < 1 or width < 1 or bands < 1:
+        raise DataError(f"{path}: expected at least 1 band of 1x1 pixels ({what}), found {bands}x{height}x{width}")
+    size = bands * height * width * np.dtype(dtype).itemsize
+    if size > limit:
+        raise DataError(
+            f"{path}: expected a raster of at most {limit / 2**30:.1f} GiB ({what}), found a header declaring "
+            f"{bands}x{height}x{width} {dtype} pixels = {size / 2**30:.1f} GiB; refused before reading"
+        )
+
+
 @contextmanager
 def open_raster(path: str | Path, what: str) -> Iterator[rasterio.DatasetReader]:
     """``rasterio.open`` that turns a missing or unreadable file into a DataError."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: expected a GeoTIFF ({what}), found no such file")
+    check_input_file(path, f"a GeoTIFF ({what})")
     try:
         source = rasterio.open(path)
     except rasterio.errors.RasterioError as error:
@@ -181,9 +249,11 @@ def read_geotiff(
                     f"{window.col_off}..{window.col_off + window.width} inside the raster, found a raster of "
                     f"{source.height}x{source.width}"
                 )
+        height, width = (source.height, source.width) if window is None else (int(window.height), int(window.width))
+        check_declared_size(path, what, source.count, height, width, source.dtypes[0])
         try:
             values = source.read(window=window)
-        except rasterio.errors.RasterioError as error:
+        except (rasterio.errors.RasterioError, MemoryError) as error:
             raise DataError(
                 f"{path}: expected {source.count}x{source.height}x{source.width} readable pixels ({what}), "
                 f"found a truncated or corrupt file: {error}"
@@ -193,6 +263,94 @@ def read_geotiff(
     if np.issubdtype(values.dtype, np.floating):
         values = check_finite(values, f"{path} ({what})", fill=fill_nonfinite)
     return Raster(path, values, crs, transform, nodata)
+
+
+def check_convention(raster: Raster, what: str, convention: str) -> None:
+    """Refuse pixel values whose data type or range betrays another scaling than ``convention``.
+
+    A wrong convention does not crash, it mis-scales silently (float reflectance
+    already in [0, 1] divided by 10000 is 0 everywhere; 8-bit SAR read as dB
+    clips to 1 everywhere), so the readers and ``predict`` check first:
+
+    * ``"reflectance"`` (M3M-CR optical: reflectance x10000, uint16): refuse 8-bit
+      files and float files whose values all lie in [0, 2] (already scaled);
+    * ``"db"`` (M3M-CR SAR: backscatter in dB, float): refuse integer files (8-bit
+      or digital numbers), values mostly above 0 dB (linear power or [0, 1] scaled)
+      and values above 100 (not dB);
+    * ``"uint8"`` (WHU-OPT-SAR: 8-bit optical and SAR): refuse any other data type;
+    * ``"unit"`` (floats already in [0, 1]): refuse integer files and values outside [-0.5, 1.5].
+
+    Pixels equal to the file's nodata and non-finite pixels are not looked at.
+    """
+    if convention not in CONVENTION_NAMES:
+        raise ValueError(f"convention: expected one of {CONVENTION_NAMES}, found {convention!r}")
+    values, dtype = raster.values, raster.values.dtype
+    where = f"{raster.path}: expected {what}"
+    is_float = np.issubdtype(dtype, np.floating)
+    valid = values[np.isfinite(values)] if is_float else values.ravel()
+    if raster.nodata is not None and np.isfinite(raster.nodata):
+        valid = valid[valid != raster.nodata]
+    low, high = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 0.0)
+    if convention == "uint8":
+        if dtype != np.uint8:
+            raise DataError(f"{where} as 8-bit values (uint8, WHU-OPT-SAR convention), found data type {dtype}")
+    elif convention == "reflectance":
+        if dtype == np.uint8 or dtype == np.int8:
+            raise DataError(f"{where} as reflectance x10000 (uint16, M3M-CR convention), found 8-bit data ({dtype}); "
+                            f"8-bit images follow the WHU-OPT-SAR convention")
+        if is_float and valid.size and high <= 2.0:
+            raise DataError(f"{where} as reflectance x10000 (M3M-CR convention), found {dtype} values in "
+                            f"[{low:.4g}, {high:.4g}], i.e. already scaled to [0, 1] (the 'unit' convention)")
+    elif convention == "db":
+        if not is_float:
+            raise DataError(f"{where} as backscatter in dB (float, M3M-CR convention), found integer data ({dtype}), "
+                            f"which is 8-bit or digital numbers, not dB")
+        positive = float((valid > 0).mean()) if valid.size else 0.0
+        if valid.size and (positive > 0.5 or high > 100.0):
+            raise DataError(f"{where} as backscatter in dB (mostly negative, M3M-CR convention), found values in "
+                            f"[{low:.4g}, {high:.4g}] with {positive:.0%} above 0 (linear power or values scaled "
+                            f"to [0, 1] / 8-bit, not dB)")
+    else:  # unit
+        if not is_float:
+            raise DataError(f"{where} as floats already scaled to [0, 1], found integer data ({dtype})")
+        if valid.size and (low < -0.5 or high > 1.5):
+            raise DataError(f"{where} as floats already scaled to [0, 1], found values in [{low:.4g}, {high:.4g}]")
+
+
+def check_some_data(raster: Raster, what: str) -> np.ndarray:
+    """(H, W) mask of pixels equal to nodata in every band; a raster that is nodata everywhere is a DataError.
+
+    (A wrong nodata value — say 0 on a file whose zeros are data — is the usual cause.)
+    """
+    if raster.nodata is None:
+        return np.zeros(raster.shape, dtype=bool)
+    if np.isnan(raster.nodata):
+        missing = np.isnan(raster.values).all(axis=0)
+    else:
+        missing = (raster.values == raster.nodata).all(axis=0)
+    if missing.all():
+        raise DataError(
+            f"{raster.path}: expected some valid {what} pixels, found every one of {raster.shape[0]}x{raster.shape[1]} "
+            f"equal to the file's nodata value {raster.nodata} (is the nodata value right?)"
+        )
+    return missing
+
+
+def nodata_as_nan(raster: Raster, what: str) -> Raster:
+    """The raster as float32 with its nodata pixels set to NaN (so resampling never mixes them in).
+
+    A raster without a single valid pixel (all nodata, e.g. a sparse file with no
+    data written) is a DataError naming the file.
+    """
+    values = raster.values.astype(np.float32)
+    if raster.nodata is not None and not np.isnan(raster.nodata):
+        values[raster.values == raster.nodata] = np.nan
+    if not np.isfinite(values).any():
+        raise DataError(
+            f"{raster.path}: expected valid {what} pixels over the area read, found only nodata "
+            f"({raster.nodata}) in {raster.values.shape[0]}x{raster.shape[0]}x{raster.shape[1]} pixels"
+        )
+    return raster.with_values(values, nodata=np.nan)
 
 
 def read_cloud_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
@@ -206,8 +364,8 @@ def read_cloud_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
         (H, W) bool array. A pickled file is refused: unpickling runs code.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: expected a .npy cloud mask, found no such file")
+    check_input_file(path, "a .npy cloud mask")
+    check_npy_header(path, tuple(shape))
     try:
         mask = np.load(path, allow_pickle=False)
     except ValueError as error:
@@ -232,7 +390,68 @@ def read_cloud_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     return mask.astype(bool)
 
 
-def overlap_fraction(source: Raster, target: Raster) -> float:
+def check_npy_header(path: Path, shape: tuple[int, int]) -> None:
+    """Read a ``.npy`` header (no data) and refuse a shape or dtype that cannot be the cloud mask.
+
+    A header can declare any size; checking it first turns a 300 GiB allocation
+    into one DataError naming the file and the size found.
+    """
+    expected = f"a .npy cloud mask of shape {tuple(shape)} (the optical grid)"
+    pickled = DataError(
+        f"{path}: expected a plain .npy array (cloud mask), found pickled (object) data, which "
+        f"is refused because unpickling can run code (np.load(allow_pickle=False))"
+    )
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(1) == b"\x80":  # the first byte of a pickle (protocol 2+)
+                raise pickled
+            handle.seek(0)
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                declared, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                declared, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    except (ValueError, OSError, EOFError, SyntaxError) as error:
+        raise DataError(f"{path}: expected {expected}, found a file that is not a .npy array: {error}") from None
+    if dtype.hasobject:
+        raise pickled
+    if tuple(declared) != tuple(shape):
+        raise DataError(f"{path}: expected a cloud mask of shape {tuple(shape)} (the optical grid), found "
+                        f"{tuple(declared)} (declared in the .npy header; not loaded)")
+    if dtype.kind not in "biuf":
+        raise DataError(f"{path}: expected a boolean or 0/1 cloud mask, found dtype {dtype}")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The georeference of a raster, or of a window of one, without its pixels.
+
+    Has the same ``path``, ``crs``, ``transform``, ``shape`` and ``bounds`` as a
+    :class:`Raster`, so the checks below take either.
+    """
+
+    path: Path
+    crs: CRS | None
+    transform: Affine
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return array_bounds(self.height, self.width, self.transform)
+
+
+def read_grid(path: str | Path, what: str) -> Grid:
+    """The :class:`Grid` of a GeoTIFF (header only; no pixels are read)."""
+    with open_raster(path, what) as source:
+        return Grid(Path(path), source.crs, source.transform, source.height, source.width)
+
+
+def overlap_fraction(source: Raster | Grid, target: Raster | Grid) -> float:
     """Fraction of the target's footprint covered by the source's bounding box (in the target CRS)."""
     west, south, east, north = source.bounds
     if source.crs != target.crs:
@@ -240,12 +459,106 @@ def overlap_fraction(source: Raster, target: Raster) -> float:
     t_west, t_south, t_east, t_north = target.bounds
     width = max(0.0, min(east, t_east) - max(west, t_west))
     height = max(0.0, min(north, t_north) - max(south, t_south))
-    return width * height / ((t_east - t_west) * (t_north - t_south))
+    area = (t_east - t_west) * (t_north - t_south)
+    return width * height / area if area > 0 else 0.0
+
+
+def check_alignable(
+    source: Raster | Grid, target: Raster | Grid, what: str, min_overlap: float = MIN_OVERLAP
+) -> float:
+    """The one georeference check of every reader: refuse two rasters that cannot be aligned.
+
+    Both need a CRS; the source CRS must be reprojectable into the target's; the
+    source footprint must cover at least ``min_overlap`` of the target's. Returns
+    the fraction covered. Used by :func:`align_to`, :func:`read_covering` and the
+    WHU-OPT-SAR reader (which checks the headers of whole scenes before any patch).
+    """
+    for raster, role in ((source, what), (target, "reference grid")):
+        if raster.crs is None:
+            raise DataError(
+                f"{raster.path}: expected a CRS to align the {what} by georeference ({role}), found none"
+            )
+    try:
+        covered = overlap_fraction(source, target)
+    except Exception as error:  # rasterio raises several kinds for CRSs that cannot be related
+        raise DataError(
+            f"{source.path}: expected a CRS that can be reprojected to {target.crs} (the grid of {target.path}) "
+            f"to align the {what}, found {_short(source.crs)}: {_short(error)}"
+        ) from None
+    if not np.isfinite(covered) or covered < min_overlap:
+        raise DataError(
+            f"{source.path}: expected the {what} to cover at least {min_overlap:.0%} of the footprint of "
+            f"{target.path}, found {covered:.1%} overlap (source bounds {_fmt_bounds(source)} in {source.crs}, "
+            f"target bounds {_fmt_bounds(target)} in {target.crs})"
+        )
+    return covered
+
+
+def read_covering(
+    path: str | Path,
+    what: str,
+    target: Raster | Grid,
+    *,
+    bands: int | None = None,
+    dtypes: Sequence[str] | None = None,
+    fill_nonfinite: float | None = None,
+    min_overlap: float = MIN_OVERLAP,
+    margin: int = 2,
+    role: str | None = None,
+) -> Raster:
+    """Read only the part of a GeoTIFF that covers ``target``'s footprint, after :func:`check_alignable`.
+
+    When the file shares the target's CRS and pixel size and the target's origin
+    falls on a pixel corner of the file (same grid, or a window of it), the
+    returned raster *is* on the target grid (``same_grid(result, target)``): no
+    resampling is needed. Otherwise it is the window of the file covering the
+    target plus ``margin`` pixels, to be resampled with :func:`align_to`. Either
+    way a huge file is never read whole for a small target. ``role`` names the
+    file in the alignment messages (default ``what``).
+    """
+    path = Path(path)
+    with open_raster(path, what) as source:
+        check_header(source, what, bands=bands, dtypes=dtypes, require_crs=True)
+        grid = Grid(path, source.crs, source.transform, source.height, source.width)
+        check_alignable(grid, target, role or what, min_overlap)
+        col, row = ~source.transform * (target.transform.c, target.transform.f)  # target origin in file pixels
+        source_pixel = [source.transform.a, source.transform.b, source.transform.d, source.transform.e]
+        target_pixel = [target.transform.a, target.transform.b, target.transform.d, target.transform.e]
+        on_the_lattice = (
+            source.crs == target.crs
+            and np.allclose(source_pixel, target_pixel)
+            and abs(col - round(col)) < 1e-6
+            and abs(row - round(row)) < 1e-6
+        )
+        col, row = round(col), round(row)
+        height, width = target.shape
+        inside = 0 <= col <= source.width - width and 0 <= row <= source.height - height
+        if on_the_lattice and inside:
+            window = Window(col, row, width, height)
+        else:
+            window = _covering_window(source, target, margin)
+    return read_geotiff(path, what, bands=bands, dtypes=dtypes, window=window, fill_nonfinite=fill_nonfinite)
+
+
+def _covering_window(source: rasterio.DatasetReader, target: Raster | Grid, margin: int) -> Window | None:
+    """The window of ``source`` covering ``target``'s bounds plus ``margin`` pixels (None: the whole file)."""
+    west, south, east, north = target.bounds
+    if source.crs != target.crs:
+        west, south, east, north = transform_bounds(target.crs, source.crs, west, south, east, north)
+    corners = [~source.transform * (x, y) for x in (west, east) for y in (south, north)]
+    cols, rows = [c for c, _ in corners], [r for _, r in corners]
+    col0 = max(0, int(np.floor(min(cols))) - margin)
+    row0 = max(0, int(np.floor(min(rows))) - margin)
+    col1 = min(source.width, int(np.ceil(max(cols))) + margin)
+    row1 = min(source.height, int(np.ceil(max(rows))) + margin)
+    if (col0, row0, col1, row1) == (0, 0, source.width, source.height):
+        return None
+    return Window(col0, row0, max(1, col1 - col0), max(1, row1 - row0))
 
 
 def align_to(
     source: Raster,
-    target: Raster,
+    target: Raster | Grid,
     *,
     resampling: Resampling,
     nodata: float,
@@ -270,19 +583,8 @@ def align_to(
     Returns:
         (C, H, W) array on the target grid.
     """
-    for raster, role in ((source, what), (target, "reference grid")):
-        if raster.crs is None:
-            raise DataError(
-                f"{raster.path}: expected a CRS to align the {what} by georeference ({role}), found none"
-            )
-    covered = overlap_fraction(source, target)
-    if covered < min_overlap:
-        raise DataError(
-            f"{source.path}: expected the {what} to cover at least {min_overlap:.0%} of the footprint of "
-            f"{target.path}, found {covered:.1%} overlap (source bounds {_fmt_bounds(source)} in {source.crs}, "
-            f"target bounds {_fmt_bounds(target)} in {target.crs})"
-        )
-    template = target.with_values(np.zeros((1, *target.shape), dtype=np.uint8)).to_xarray()
+    check_alignable(source, target, what, min_overlap)
+    template = Raster(target.path, np.zeros((1, *target.shape), dtype=np.uint8), target.crs, target.transform).to_xarray()
     moved = source.to_xarray().rio.write_nodata(nodata).rio.reproject_match(template, resampling=resampling)
     return np.asarray(moved.values)
 
@@ -300,10 +602,16 @@ def fill_from_nearest(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
     return values[:, rows, cols]
 
 
-def same_grid(a: Raster, b: Raster) -> bool:
+def same_grid(a: Raster | Grid, b: Raster | Grid) -> bool:
     """True when two rasters share CRS, transform and shape (pixel-for-pixel comparable)."""
     return a.crs == b.crs and a.shape == b.shape and a.transform.almost_equals(b.transform)
 
 
-def _fmt_bounds(raster: Raster) -> str:
+def _short(thing: object, limit: int = 160) -> str:
+    """``str(thing)`` cut to ``limit`` characters (a CRS in PROJJSON can fill a screen)."""
+    text = " ".join(str(thing).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fmt_bounds(raster: Raster | Grid) -> str:
     return "(" + ", ".join(f"{v:.1f}" for v in raster.bounds) + ")"

@@ -47,6 +47,7 @@ Example::
 from __future__ import annotations
 
 import csv as csv_module
+import os
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple
 
@@ -55,7 +56,17 @@ import torch
 import xarray as xr
 from rasterio.enums import Resampling
 
-from edc_lab.data.io import Raster, align_to, fill_from_nearest, read_cloud_mask, read_geotiff, same_grid
+from edc_lab.data.io import (
+    align_to,
+    check_convention,
+    check_some_data,
+    fill_from_nearest,
+    nodata_as_nan,
+    read_cloud_mask,
+    read_covering,
+    read_geotiff,
+    same_grid,
+)
 from edc_lab.data.sample import (
     IGNORE_INDEX,
     M3MCR_CLASSES,
@@ -155,6 +166,8 @@ def find_csv(root: Path, split: str) -> Path:
 
 def read_file_list(csv_path: Path, base: Path) -> list[M3MCRFiles]:
     """Parse the headerless 5-column CSV and check that every listed file exists."""
+    if csv_path.is_dir():
+        raise DataError(f"{csv_path}: expected an M3M-CR file list (CSV), found a directory")
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: expected an M3M-CR file list (CSV), found no such file")
     rows: list[M3MCRFiles] = []
@@ -168,7 +181,13 @@ def read_file_list(csv_path: Path, base: Path) -> list[M3MCRFiles]:
                     f"({', '.join(CSV_COLUMNS)}), found {len(row)}"
                 )
             files = M3MCRFiles(*(base / cell.strip() for cell in row))
-            for column, file in zip(CSV_COLUMNS, files):
+            for column, cell, file in zip(CSV_COLUMNS, row, files):
+                inside = os.path.normpath(os.path.abspath(file)).startswith(os.path.normpath(os.path.abspath(base)) + os.sep)
+                if not cell.strip() or not inside:
+                    raise DataError(
+                        f"{csv_path}, line {line_number}: expected the {column} file as a path relative to {base} "
+                        f"and inside it, found {cell.strip()!r}"
+                    )
                 if not file.is_file():
                     raise DataError(
                         f"{csv_path}, line {line_number}: expected the {column} file {file} "
@@ -212,6 +231,8 @@ class M3MCR(torch.utils.data.Dataset):
     ) -> None:
         if root is None and csv is None:
             raise DataError("M3MCR: expected root=<dataset folder> or csv=<file list>, found neither")
+        if not isinstance(split, str) or split in ("", ".", "..") or "/" in split or "\\" in split:
+            raise DataError(f"M3MCR: expected split to be a folder name such as 'train' or 'test', found {split!r}")
         if root is None:
             csv_path = Path(csv)
             root = csv_path.parent
@@ -254,14 +275,16 @@ class M3MCR(torch.utils.data.Dataset):
                 f"{clear.shape[0]}x{clear.shape[1]}, transform {tuple(clear.transform)[:6]}), found CRS {cloudy.crs}, "
                 f"{cloudy.shape[0]}x{cloudy.shape[1]}, transform {tuple(cloudy.transform)[:6]}"
             )
-        no_optical = _nodata_pixels(clear) | _nodata_pixels(cloudy)
+        for raster, what in ((clear, "cloud-free optical"), (cloudy, "cloudy optical")):
+            check_convention(raster, what, "reflectance")
+        no_optical = check_some_data(clear, "cloud-free optical") | check_some_data(cloudy, "cloudy optical")
 
         # 2. SAR: read in dB on its 10 m grid, resample onto the optical grid by map coordinates
-        sar = read_geotiff(
-            files.sar, "Sentinel-1 SAR (VV, VH)", bands=2, require_crs=True, fill_nonfinite=self.fill_nonfinite
-        )
+        sar = read_covering(files.sar, "Sentinel-1 SAR (VV, VH)", cloudy, bands=2, fill_nonfinite=self.fill_nonfinite,
+                            role="SAR")
+        check_convention(sar, "Sentinel-1 SAR (VV, VH)", "db")
         sar_db = align_to(
-            sar.with_values(sar.values.astype(np.float32)),
+            nodata_as_nan(sar, "Sentinel-1 SAR (VV, VH)"),
             cloudy,
             resampling=Resampling.bilinear,
             nodata=np.nan,
@@ -271,9 +294,9 @@ class M3MCR(torch.utils.data.Dataset):
         sar_db = fill_from_nearest(sar_db, outside_sar)
 
         # 3. labels: WorldCover codes -> level-1 classes on the 10 m grid, then nearest onto 3 m
-        landcover = read_geotiff(
-            files.label, "land cover (WorldCover codes)", bands=1, dtypes=("uint8", "uint16", "int16", "int32"),
-            require_crs=True,
+        landcover = read_covering(
+            files.label, "land cover (WorldCover codes)", cloudy, bands=1, dtypes=("uint8", "uint16", "int16", "int32"),
+            role="land cover",
         )
         classes = landcover.with_values(worldcover_to_level1(landcover.values, files.label), nodata=IGNORE_INDEX)
         label = align_to(classes, cloudy, resampling=Resampling.nearest, nodata=IGNORE_INDEX, what="land cover")[0]
@@ -308,10 +331,3 @@ class M3MCR(torch.utils.data.Dataset):
         from edc_lab.viz.plots import plot_sample
 
         return plot_sample(sample, class_names=self.class_names, class_colors=self.class_colors, **kwargs)
-
-
-def _nodata_pixels(raster: Raster) -> np.ndarray:
-    """(H, W) True where every band equals the file's nodata value."""
-    if raster.nodata is None:
-        return np.zeros(raster.shape, dtype=bool)
-    return (raster.values == raster.nodata).all(axis=0)

@@ -29,6 +29,10 @@ from typing import Sequence
 import numpy as np
 
 LAYOUTS: tuple[str, ...] = ("m3mcr", "whu")
+#: accepted ranges of the numeric options (inclusive)
+COUNT_RANGE = (1, 10_000)
+SIZE_RANGE = (16, 4096)
+SEED_RANGE = (0, 2**32 - 1)
 
 
 def split_counts(count: int, test_fraction: float) -> tuple[int, int]:
@@ -57,8 +61,15 @@ def make_data(
 
     if layout not in LAYOUTS:
         raise ValueError(f"make-data: expected --layout in {LAYOUTS}, found {layout!r}")
-    if count < 1 or size < 16:
-        raise ValueError(f"make-data: expected --count >= 1 and --size >= 16, found count={count}, size={size}")
+    for option, value, (low, high) in (("--count", count, COUNT_RANGE), ("--size", size, SIZE_RANGE),
+                                       ("--seed", seed, SEED_RANGE)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+            raise ValueError(f"make-data: expected {option} an integer in [{low}, {high}], found {value!r}")
+    if not isinstance(test_fraction, (int, float)) or not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"make-data: expected --test-fraction in [0, 1), found {test_fraction!r}")
+    cloud_cover = [cloud_cover] if isinstance(cloud_cover, (int, float)) else list(cloud_cover)
+    if len(cloud_cover) not in (1, 2):
+        raise ValueError(f"make-data: expected --cloud-cover LO [HI] (one or two numbers), found {cloud_cover}")
     low, high = (cloud_cover[0], cloud_cover[-1])
     if not 0.0 <= low <= high <= 1.0:
         raise ValueError(f"make-data: expected 0 <= --cloud-cover LO <= HI <= 1, found {tuple(cloud_cover)}")
@@ -98,22 +109,33 @@ def make_data(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edc_lab.cli import float_in, int_in
+
     parser.add_argument("--layout", choices=LAYOUTS, required=True, help="file layout to write")
-    parser.add_argument("--count", type=int, default=8, help="number of scenes (default 8)")
-    parser.add_argument("--size", type=int, default=128, help="scene side in pixels (default 128)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of scene 0; scene i uses seed + i (default 0)")
+    parser.add_argument("--count", type=int_in(*COUNT_RANGE), default=8, help="number of scenes (default 8)")
+    parser.add_argument("--size", type=int_in(*SIZE_RANGE), default=128, help="scene side in pixels (default 128)")
+    parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=0,
+                        help="seed of scene 0; scene i uses seed + i (default 0)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created; files are overwritten)")
-    parser.add_argument("--cloud-cover", type=float, nargs="+", default=[0.2, 0.8], metavar="LO [HI]",
+    parser.add_argument("--cloud-cover", type=float_in(0.0, 1.0), nargs="+", default=[0.2, 0.8], metavar="LO [HI]",
                         help="cloud cover, fixed or drawn uniformly per scene from [LO, HI] (default 0.2 0.8)")
-    parser.add_argument("--test-fraction", type=float, default=0.2,
-                        help="fraction of scenes in the test split (default 0.2)")
+    parser.add_argument("--test-fraction", type=float_in(0.0, 1.0, high_open=True), default=0.2,
+                        help="fraction of scenes in the test split, in [0, 1) (default 0.2)")
 
 
 def run(args: argparse.Namespace) -> int:
-    written = make_data(
-        args.layout, args.out, count=args.count, size=args.size, seed=args.seed,
-        cloud_cover=args.cloud_cover, test_fraction=args.test_fraction,
-    )
+    import sys
+
+    try:
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out}: expected an output folder, found a file")
+        written = make_data(
+            args.layout, args.out, count=args.count, size=args.size, seed=args.seed,
+            cloud_cover=args.cloud_cover, test_fraction=args.test_fraction,
+        )
+    except (ValueError, OSError) as error:  # DataError is a ValueError
+        print(f"edc-lab make-data: error: {error}", file=sys.stderr)
+        return 2
     folder_bytes = sum(path.stat().st_size for path in Path(args.out).rglob("*") if path.is_file())
     summary = ", ".join(f"{len(ids)} {split}" for split, ids in written.items())
     print(f"wrote {args.count} scenes ({summary}) of {args.size}x{args.size} px in the {args.layout} layout "

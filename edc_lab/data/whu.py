@@ -34,7 +34,14 @@ What this reader does (our choices, documented):
    other data types are refused unless ``value_scale=`` says what to divide by.
 4. **Labels.** 10..70 -> 0..6, 0 -> 255 (ignore); any other code is a DataError
    naming the file and window.
-5. **Clouds.** Each patch gets synthetic clouds from
+5. **Georeference.** The release is co-registered, so SAR and label on the
+   optical grid (same CRS, transform and size) are read by the optical window.
+   Anything else is checked as for M3M-CR (one helper,
+   :func:`edc_lab.data.io.check_alignable`: a CRS on both, reprojectable,
+   covering >= 90 % of the optical scene) and resampled onto each optical patch
+   by georeference; a SAR moved 100 km or without a CRS is a DataError, never
+   paired by array index.
+6. **Clouds.** Each patch gets synthetic clouds from
    :func:`edc_lab.data.clouds.add_clouds`, seeded from ``(seed, patch index)``
    so a split is reproducible and patches differ; the cover is drawn uniformly
    from ``cloud_cover=(lo, hi)`` (or fixed with a float). The clear image is
@@ -43,6 +50,7 @@ What this reader does (our choices, documented):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib.resources import files as package_files
 from pathlib import Path
@@ -51,10 +59,22 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 import xarray as xr
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from edc_lab.data.clouds import add_clouds
-from edc_lab.data.io import check_header, open_raster, read_geotiff
+from edc_lab.data.io import (
+    Grid,
+    align_to,
+    check_alignable,
+    check_header,
+    fill_from_nearest,
+    nodata_as_nan,
+    open_raster,
+    read_covering,
+    read_geotiff,
+    same_grid,
+)
 from edc_lab.data.sample import (
     IGNORE_INDEX,
     OPTICAL_BANDS,
@@ -72,6 +92,12 @@ WHU_CODE_TO_INDEX: dict[int, int] = {0: IGNORE_INDEX, **{10 * (i + 1): i for i i
 WHU_SAR_POLARIZATIONS: tuple[str, ...] = ("GF-3",)
 
 SPLIT_FILE = "whu_opt_sar_split.txt"
+#: smallest patch side accepted (the models downsample by 32)
+MIN_PATCH_SIZE = 16
+#: label files must hold integer codes (a float 10.5 would silently truncate to 10)
+LABEL_DTYPES: tuple[str, ...] = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
+#: a patch of a scene whose SAR / label lies on another grid must be covered at least this much
+PATCH_MIN_OVERLAP = 0.5
 
 
 def official_split(split_file: str | Path | None = None) -> dict[str, list[str]]:
@@ -190,6 +216,15 @@ class WHUOptSAR(torch.utils.data.Dataset):
             raise DataError(
                 f"WHUOptSAR: expected optical_bands a permutation of {OPTICAL_BANDS}, found {tuple(optical_bands)}"
             )
+        if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size < MIN_PATCH_SIZE:
+            raise ValueError(f"WHUOptSAR: expected patch_size an integer >= {MIN_PATCH_SIZE}, found {patch_size!r}")
+        if value_scale is not None and not (isinstance(value_scale, (int, float)) and math.isfinite(value_scale)
+                                            and value_scale > 0):
+            raise ValueError(f"WHUOptSAR: expected value_scale a finite number > 0 (or None), found {value_scale!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"WHUOptSAR: expected seed an integer >= 0, found {seed!r}")
+        if not (isinstance(thickness, (int, float)) and math.isfinite(thickness) and thickness >= 0):
+            raise ValueError(f"WHUOptSAR: expected thickness a finite number >= 0, found {thickness!r}")
         low, high = (cloud_cover, cloud_cover) if np.isscalar(cloud_cover) else cloud_cover
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"WHUOptSAR: expected cloud_cover in [0, 1] (lo <= hi), found {cloud_cover}")
@@ -211,6 +246,8 @@ class WHUOptSAR(torch.utils.data.Dataset):
                 f"{self.root / optical_dir}: expected scenes of the {split!r} split (e.g. {names[0]}), found none"
             )
         self.scenes = present
+        #: scene -> the kinds ("sar", "label") not on the optical grid, resampled by georeference
+        self.resampled: dict[str, set[str]] = {}
         self.patches: list[Patch] = []
         for name in present:
             height, width = self._check_scene(name)
@@ -223,20 +260,36 @@ class WHUOptSAR(torch.utils.data.Dataset):
         return self.root / self.folders[kind] / scene
 
     def _check_scene(self, scene: str) -> tuple[int, int]:
-        """Check the headers of a triplet (bands, dtype, equal sizes); return (H, W). Reads no pixels."""
+        """Check the headers of a triplet (bands, dtype, georeference); return (H, W). Reads no pixels.
+
+        SAR and label on the optical grid (same CRS, transform and size) are read
+        by the optical window; otherwise they must have a CRS, overlap the optical
+        footprint (the same check as M3M-CR, :func:`edc_lab.data.io.check_alignable`)
+        and are resampled onto each optical patch by georeference.
+        """
         dtypes = ("uint8",) if self.value_scale is None else None
         expected = {"optical": 4, "sar": 1, "label": 1}
-        sizes = {}
+        grids = {}
         for kind, bands in expected.items():
-            with open_raster(self.path(kind, scene), f"WHU-OPT-SAR {kind}") as source:
-                check_header(source, f"WHU-OPT-SAR {kind}", bands=bands, dtypes=None if kind == "label" else dtypes)
-                sizes[kind] = (source.height, source.width)
-        if len(set(sizes.values())) != 1:
-            raise DataError(
-                f"{self.path('optical', scene)}: expected optical, SAR and label of one size, found "
-                + ", ".join(f"{kind} {h}x{w}" for kind, (h, w) in sizes.items())
-            )
-        height, width = sizes["optical"]
+            what = f"WHU-OPT-SAR {kind}"
+            with open_raster(self.path(kind, scene), what) as source:
+                kind_dtypes = LABEL_DTYPES if kind == "label" else dtypes
+                check_header(source, what, bands=bands, dtypes=kind_dtypes)
+                grids[kind] = Grid(self.path(kind, scene), source.crs, source.transform, source.height, source.width)
+        optical = grids["optical"]
+        for kind in ("sar", "label"):
+            if same_grid(grids[kind], optical):
+                continue
+            if grids[kind].crs is None and optical.crs is None:
+                raise DataError(
+                    f"{grids[kind].path}: expected the WHU-OPT-SAR {kind} on the grid of {optical.path} "
+                    f"(optical {optical.height}x{optical.width}, transform {tuple(optical.transform)[:6]}) or a CRS "
+                    f"to align it by georeference, found {grids[kind].height}x{grids[kind].width}, transform "
+                    f"{tuple(grids[kind].transform)[:6]} and no CRS"
+                )
+            check_alignable(grids[kind], optical, f"WHU-OPT-SAR {kind}")
+            self.resampled.setdefault(scene, set()).add(kind)
+        height, width = optical.shape
         if height < self.patch_size or width < self.patch_size:
             raise DataError(
                 f"{self.path('optical', scene)}: expected a scene of at least {self.patch_size}x{self.patch_size} "
@@ -265,16 +318,30 @@ class WHUOptSAR(torch.utils.data.Dataset):
 
         optical = read_geotiff(self.path("optical", patch.scene), "WHU-OPT-SAR optical", bands=4, dtypes=dtypes,
                                window=patch.window)
-        sar = read_geotiff(self.path("sar", patch.scene), "WHU-OPT-SAR SAR", bands=1, dtypes=dtypes,
-                           window=patch.window)
-        label_path = self.path("label", patch.scene)
-        codes = read_geotiff(label_path, "WHU-OPT-SAR label", bands=1, window=patch.window)
+        resampled = self.resampled.get(patch.scene, set())
+        sar_path, label_path = self.path("sar", patch.scene), self.path("label", patch.scene)
         rows, cols = f"{patch.row}..{patch.row + patch.size}", f"{patch.col}..{patch.col + patch.size}"
-        where = f"{label_path} (window rows {rows}, cols {cols})"
-        label = whu_labels(codes.values[0], where)
+        if "sar" in resampled:  # another grid: read what covers the patch, resample by map coordinates
+            sar = read_covering(sar_path, "WHU-OPT-SAR SAR", optical, bands=1, dtypes=dtypes,
+                                min_overlap=PATCH_MIN_OVERLAP, role="WHU-OPT-SAR SAR")
+            sar_values = align_to(nodata_as_nan(sar, "WHU-OPT-SAR SAR"), optical,
+                                  resampling=Resampling.bilinear, nodata=np.nan, what="WHU-OPT-SAR SAR")
+            sar_values = fill_from_nearest(sar_values, np.isnan(sar_values).any(axis=0))
+        else:
+            sar_values = read_geotiff(sar_path, "WHU-OPT-SAR SAR", bands=1, dtypes=dtypes, window=patch.window).values
+        if "label" in resampled:
+            codes = read_covering(label_path, "WHU-OPT-SAR label", optical, bands=1, dtypes=LABEL_DTYPES,
+                                  min_overlap=PATCH_MIN_OVERLAP, role="WHU-OPT-SAR label")
+            classes = whu_labels(codes.values[0], f"{label_path} (part covering optical rows {rows}, cols {cols})")
+            label = align_to(codes.with_values(classes[None], nodata=IGNORE_INDEX), optical,
+                             resampling=Resampling.nearest, nodata=IGNORE_INDEX, what="WHU-OPT-SAR label")[0]
+            label = label.astype(np.uint8)
+        else:
+            codes = read_geotiff(label_path, "WHU-OPT-SAR label", bands=1, dtypes=LABEL_DTYPES, window=patch.window)
+            label = whu_labels(codes.values[0], f"{label_path} (window rows {rows}, cols {cols})")
 
         optical_clear = np.clip(optical.values[self.band_order].astype(np.float32) / scale, 0.0, 1.0)
-        sar_scaled = np.clip(sar.values.astype(np.float32) / scale, 0.0, 1.0)
+        sar_scaled = np.clip(sar_values.astype(np.float32) / scale, 0.0, 1.0)
 
         seed = self.cloud_seed(index)
         cover = np.random.default_rng([self.seed, index, 1]).uniform(*self.cloud_cover)  # its own stream

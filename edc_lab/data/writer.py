@@ -36,8 +36,11 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import rasterio
@@ -83,6 +86,44 @@ DEFAULT_CRS = "EPSG:32649"
 DEFAULT_ORIGIN = (500000.0, 3400000.0)
 
 
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path`` (``os.replace``).
+
+    A crash or an error mid-write leaves the old file (or none) and removes the
+    temporary one: never a half-written output. The folder is created when
+    missing; a folder that cannot be written raises one DataError naming it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: expected an output file path, found a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise DataError(
+            f"{path}: expected a writable output folder {path.parent}, found: {error.strerror or error}"
+        ) from None
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.chmod(temporary, _new_file_mode(path))  # mkstemp makes 0600; give the usual permissions
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode ``path`` has (when it exists) or a new file would get under the current umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_geotiff(
     path: str | Path,
     values: np.ndarray,
@@ -92,18 +133,18 @@ def write_geotiff(
     nodata: float | None = None,
     descriptions: Sequence[str] | None = None,
 ) -> Path:
-    """Write (bands, H, W) ``values`` as a GeoTIFF (deflate-compressed, dtype kept)."""
+    """Write (bands, H, W) ``values`` as a GeoTIFF (deflate-compressed, dtype kept), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     bands, height, width = values.shape
     profile = dict(
         driver="GTiff", height=height, width=width, count=bands, dtype=values.dtype.name,
         crs=crs, transform=transform, nodata=nodata, compress="deflate",
     )
-    with rasterio.open(path, "w", **profile) as target:
-        target.write(values)
-        for band, description in enumerate(descriptions or (), start=1):
-            target.set_band_description(band, description)
+    with atomic_output(path) as temporary:  # written whole, then renamed: never a half-written file
+        with rasterio.open(temporary, "w", **profile) as target:
+            target.write(values)
+            for band, description in enumerate(descriptions or (), start=1):
+                target.set_band_description(band, description)
     return path
 
 

@@ -3,6 +3,8 @@
 Read them in this order:
 
 * ``windows``: cutting a map into windows and stitching it back (einops);
+* ``grid``: which input pixels a cell of a stride-s map covers (upsample by the
+  stride and crop; pool a mask over the cells' real pixels);
 * ``carrier_tokens``: FasterViT's carrier-token attention (HAT) and dense attention;
 * ``discrepancy``: where optical and SAR features disagree (``D``, ``R = 1 - D``);
 * ``dchf``: discrepancy-conditioned hybrid fusion of the three streams;

@@ -9,6 +9,17 @@ Each answers one question about EDC (https://arxiv.org/abs/2603.20811):
 * ``early_fusion``: does a separate stream per modality matter? One stream on
   the channel concatenation ``[optical, SAR]``.
 * ``dense_edc``: what do carrier tokens save? EDC with dense attention in stages 3-4.
+  A carrier-token block holds two attention + MLP layers (global step on the
+  carriers, local step on the windows), a dense block one; to compare attention
+  types rather than capacities, the dense blocks get the wider MLP ratio
+  ``2 * mlp_ratio + 2`` (``carrier_tokens.capacity_matched_mlp_ratio``), which
+  matches the parameters within 1 % (a test checks 5 % at every scale). We match
+  parameters, not FLOPs: the wider MLP runs on all ``N`` tokens, whereas the
+  carrier block's second layer runs on ``N / w^2`` carriers, so dense_edc's extra
+  cost is its quadratic attention plus that wider MLP. A second dense attention
+  layer per block would also match the parameters, but doubles the quadratic
+  cost and the depth; the MLP width leaves the attention pattern, the one thing
+  the ablation is about, as in plain dense attention.
 * ``edc_no_dchf``: what does DCHF add? EDC whose fusion is the plain sum
   ``X <- X + O + S`` (``PlainSumFusion``).
 * ``edc_no_cr``: what does the cloud-removal task add? EDC without its head.

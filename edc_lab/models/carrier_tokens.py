@@ -91,6 +91,7 @@ __all__ = [
     "CarrierTokenStage",
     "carrier_validity",
     "carrier_attention_maps",
+    "capacity_matched_mlp_ratio",
 ]
 
 
@@ -130,6 +131,9 @@ class MultiHeadSelfAttention(nn.Module):
     The weights are laid out like ``torch.nn.MultiheadAttention``: one packed
     ``qkv`` projection (query, key, value in that order, heads inside each) and an
     output projection ``proj``, so the two can share weights (a test does).
+    The key third of the ``qkv`` bias cannot learn: it adds ``q . b_k`` to every
+    score of a query, which the softmax cancels (torch's layer has the same term);
+    it is kept for that shared layout.
 
     ``forward(tokens, attn_mask=None, keep_attention=False)``:
         ``attn_mask`` broadcastable to ``(N, heads, L, L)``: bool (True = may
@@ -410,12 +414,28 @@ class DenseAttention(nn.Module):
         return rearrange(tokens, "b (h w) c -> b c h w", h=height), carrier
 
 
+def capacity_matched_mlp_ratio(mlp_ratio: float) -> float:
+    """The MLP ratio that gives a ``DenseAttention`` block the parameters of a ``CarrierTokenAttention`` block.
+
+    A HAT block is *two* pre-norm attention + MLP layers (the global step on the
+    carriers and the local step on the windows): ``2 (4 C^2 + 2 r C^2)`` weights. A
+    dense block has one: ``4 C^2 + 2 r' C^2``. Equal for ``r' = 2 r + 2`` (biases,
+    norms and the first block's 3x3 depth-wise carrier convolution, ``O(C)``, aside).
+    Our choice for the ``dense_edc`` ablation, so that it compares attention types,
+    not capacities (see ``CarrierTokenStage``).
+    """
+    return 2.0 * mlp_ratio + 2.0
+
+
 class CarrierTokenStage(nn.Module):
     """``depth`` attention blocks at one resolution: ``forward(x (B, C, H, W)) -> x (B, C, H, W)``.
 
     The first block initialises the carrier tokens, every block passes them on,
     the last block propagates them back onto the map. ``dense=True`` builds
-    ``DenseAttention`` blocks instead (``window``/``carriers`` then unused).
+    ``DenseAttention`` blocks instead (``window``/``carriers`` then unused), by
+    default with the wider MLP ``capacity_matched_mlp_ratio(mlp_ratio)`` so the
+    stage has as many parameters as its carrier-token version (``match_capacity=False``:
+    the same ``mlp_ratio``, e.g. to compare one block's cost).
     ``drop_path`` is one probability or one per block.
     """
 
@@ -429,6 +449,7 @@ class CarrierTokenStage(nn.Module):
         mlp_ratio: float = 4.0,
         dense: bool = False,
         drop_path: float | list[float] = 0.0,
+        match_capacity: bool = True,
     ):
         super().__init__()
         if depth < 1:
@@ -438,7 +459,8 @@ class CarrierTokenStage(nn.Module):
             raise ValueError(f"CarrierTokenStage: {len(rates)} drop_path rates for {depth} blocks")
         self.dense = dense
         if dense:
-            blocks = [DenseAttention(dim, num_heads, mlp_ratio, rate) for rate in rates]
+            dense_ratio = capacity_matched_mlp_ratio(mlp_ratio) if match_capacity else mlp_ratio
+            blocks = [DenseAttention(dim, num_heads, dense_ratio, rate) for rate in rates]
         else:
             blocks = [
                 CarrierTokenAttention(

@@ -8,7 +8,8 @@ and SAR features disagree (the discrepancy ``D``, reliability ``R = 1 - D``,
 ``edc_lab.models.discrepancy``) and then fuses in two ways ("hybrid"):
 
 * **local** mixing, pixel by pixel: ``M = ChannelAttention(Conv1x1([R*O, S, X]))``
-  -- the optical features enter already damped where they are unreliable;
+  -- the optical features enter already damped where they are unreliable (at
+  stage 1, where ``X`` does not exist yet, ``Conv1x1([R*O, S])``);
 * **global** context through carrier cells (as in carrier-token attention, one
   token per ``cell x cell`` pixels):
 
@@ -27,8 +28,19 @@ and SAR features disagree (the discrepancy ``D``, reliability ``R = 1 - D``,
       S <- S + sigmoid(Conv1x1(X - S)) * (X - S)
 
 Whose idea: discrepancy-conditioned fusion with suppression of unreliable
-regions in global aggregation is the paper's. The concrete formulas above are
-edc_lab's reading (DESIGN.md §1): squeeze-and-excitation channel attention,
+regions in global aggregation is the paper's. Three local ingredients come from
+the predecessor CloudSeg's ``FuseBlock`` (Xu et al., ISPRS J. 2024; code
+https://github.com/xufangchn/CloudSeg, ``StudentNet/SSUCC_net.py``; rebuilt in
+``edc_lab.models.cloudseg``): squeeze-and-excitation channel attention over the
+streams (CloudSeg: SE over ``[O, S, X]``, then the sum of the three parts), the
+redistribution gates ``O <- O + sigmoid(Conv(X - O)) * (X - O)`` and the same for
+S (CloudSeg: 3x3 convolutions, differences taken against its multi-scale-context maps),
+and a gate on O driven by the modality difference (CloudSeg: a CBAM spatial gate
+computed on ``O - S`` that multiplies O; here the discrepancy D, which scales O's
+redistribution and, as R = 1 - D, O's share of ``M``). What DCHF adds is
+the reliability that conditions the *global* aggregation (carrier cells), which
+CloudSeg does not have. The concrete formulas above are edc_lab's reading
+(DESIGN.md §1): the SE form of the channel attention on ``Conv1x1([R*O, S, X])``,
 1x1 gate convolutions, ``eps = 1e-6``, pooling normalised by
 ``max(sum R, eps)`` (the exact reliability-weighted mean whenever a cell's
 ``sum R >= eps``, shrunk towards 0 below that, exactly 0 when it has none), a
@@ -128,9 +140,14 @@ class DCHF(nn.Module):
             ``("optical", "sar")``. A stream left out is returned unchanged, has no
             gate convolution (so no parameter goes without a gradient when, e.g.,
             the last stage's SAR output feeds nothing) and reports an all-zero gate.
+        with_cross: whether a cross-modal stream comes in. ``False`` for stage 1, where
+            ``X`` does not exist yet: the local mix is then ``Conv1x1([R*O, S])``
+            (``2C -> C``) and ``X`` starts as ``M + G``. Reading an all-zero ``X`` would
+            add ``C x C`` weights that never receive a gradient (edc_lab's choice).
 
     ``forward(optical, sar, cross=None, *, reliability=None) -> (optical, sar, cross, info)``,
-    all maps ``(B, C, H, W)``; ``cross=None`` (stage 1) means zeros.
+    all maps ``(B, C, H, W)``; ``cross=None`` means no cross-modal stream yet (zeros); it
+    must be None when ``with_cross=False``.
     ``reliability`` (B, 1, H, W) overrides the learnt ``R = 1 - D`` (then
     ``D = 1 - reliability``), for teaching and tests.
     ``info``: ``discrepancy`` (B, 1, H, W), ``reliability`` (B, 1, H, W),
@@ -149,6 +166,7 @@ class DCHF(nn.Module):
         cell: int = 8,
         eps: float = RELIABILITY_EPS,
         redistribute: tuple[str, ...] = ("optical", "sar"),
+        with_cross: bool = True,
     ):
         super().__init__()
         if cell < 1:
@@ -157,12 +175,12 @@ class DCHF(nn.Module):
         if unknown:
             raise ValueError(f"DCHF: redistribute takes 'optical' and/or 'sar', found {sorted(unknown)}")
         self.redistribute = tuple(redistribute)
-        self.dim, self.cell, self.eps = dim, cell, eps
+        self.dim, self.cell, self.eps, self.with_cross = dim, cell, eps, with_cross
         self.keep_attention = False
         self.last_attention: torch.Tensor | None = None
         self.discrepancy = DiscrepancyMap(dim)
-        # local: M = ChannelAttention(Conv1x1([R*O, S, X]))
-        self.local_mix = nn.Conv2d(3 * dim, dim, kernel_size=1)
+        # local: M = ChannelAttention(Conv1x1([R*O, S, X])), or Conv1x1([R*O, S]) without X (stage 1)
+        self.local_mix = nn.Conv2d((3 if with_cross else 2) * dim, dim, kernel_size=1)
         self.channel_attention = ChannelAttention(dim)
         # global: attention among reliability-pooled cell tokens
         self.token_norm = nn.LayerNorm(dim)
@@ -204,21 +222,23 @@ class DCHF(nn.Module):
                 f"DCHF: expected optical and SAR features (B, {self.dim}, H, W) of one shape, found "
                 f"{tuple(optical.shape)} and {tuple(sar.shape)}"
             )
+        if cross is not None and not self.with_cross:
+            raise ValueError("DCHF: built with with_cross=False (stage 1), so it takes no cross-modal features")
         if cross is None:
             cross = torch.zeros_like(optical)  # stage 1: the cross-modal stream starts empty
         elif cross.shape != optical.shape:
             raise ValueError(f"DCHF: cross-modal features {tuple(cross.shape)} must match optical {tuple(optical.shape)}")
         # 1. discrepancy D and reliability R = 1 - D
         if reliability is None:
-            discrepancy = self.discrepancy(optical, sar)
-            reliability = 1.0 - discrepancy
+            discrepancy, reliability = self.discrepancy.with_reliability(optical, sar)  # R = 1 - D, float32-exact
         else:
             expected = (optical.shape[0], 1, *optical.shape[-2:])
             if tuple(reliability.shape) != expected:
                 raise ValueError(f"DCHF: reliability must be {expected}, found {tuple(reliability.shape)}")
             discrepancy = 1.0 - reliability
         # 2. local mixing: optical damped by its reliability, with SAR and the cross stream
-        mixed = self.channel_attention(self.local_mix(torch.cat([reliability * optical, sar, cross], dim=1)))
+        streams = [reliability * optical, sar] + ([cross] if self.with_cross else [])
+        mixed = self.channel_attention(self.local_mix(torch.cat(streams, dim=1)))
         # 3. global context from reliable cells only
         context, cell_reliability = self.global_context(mixed, reliability)
         # 4. the cross-modal stream collects both

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from edc_lab.models.grid import infer_stride, pool_to_map, upsample_to_input
 
 __all__ = ["ChannelLayerNorm", "DiscrepancyMap", "cloud_bce", "discrepancy_auroc", "resize_cloud_mask"]
 
@@ -67,6 +68,10 @@ class DiscrepancyMap(nn.Module):
     ``forward(optical (B, C, H, W), sar (B, C, H, W)) -> discrepancy (B, 1, H, W)``.
     ``embed(optical, sar)`` returns the two normalised embeddings and
     ``logits(optical, sar)`` the map before the sigmoid, for inspection.
+    ``with_reliability(optical, sar) -> (D, R)`` gives ``R = 1 - D`` as
+    ``sigmoid(-logits)``, both computed in float32 and returned in the logits' dtype:
+    in bfloat16, ``1 - D`` is exactly 0 from a logit of about 6 on (D rounds to 1),
+    while ``sigmoid(-logits)`` stays positive (bfloat16 keeps float32's exponent range).
     """
 
     def __init__(self, dim: int, shared_dim: int | None = None):
@@ -92,8 +97,16 @@ class DiscrepancyMap(nn.Module):
         # per-channel disagreement, then a learnt weighting of the channels
         return self.score((optical_embedding - sar_embedding).abs())
 
+    def with_reliability(self, optical: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D, R = 1 - D)``, each ``(B, 1, H, W)``; see the class docstring for the float32 detail."""
+        logits = self.logits(optical, sar)
+        discrepancy = torch.sigmoid(logits.float())
+        reliability = torch.sigmoid(-logits.float())  # = 1 - D, without the cancellation
+        return discrepancy.to(logits.dtype), reliability.to(logits.dtype)
+
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(optical, sar))
+        logits = self.logits(optical, sar)
+        return torch.sigmoid(logits.float()).to(logits.dtype)
 
     @staticmethod
     def cloud_bce(discrepancy: torch.Tensor, cloud_mask: torch.Tensor) -> torch.Tensor:
@@ -102,13 +115,18 @@ class DiscrepancyMap(nn.Module):
 
 
 def resize_cloud_mask(cloud_mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Down-sample a cloud mask ``(B, H, W)`` or ``(B, 1, H, W)`` to ``size`` as the cloudy fraction
-    of each output pixel: ``(B, 1, h, w)`` in [0, 1] (area averaging, adaptive to any ratio)."""
+    """Down-sample a cloud mask ``(B, H, W)`` or ``(B, 1, H, W)`` onto a stage's map of ``size = (h, w)``.
+
+    Returns ``(B, 1, h, w)`` float32 in [0, 1]: the cloudy fraction of the real input
+    pixels each encoder cell covers (the stride ``s`` is inferred from ``H / h``, cell i
+    covers pixels ``[i*s, (i+1)*s)``, the bottom/right padding does not count; see
+    ``edc_lab.models.grid.pool_to_grid``).
+    """
     if cloud_mask.dim() == 3:
         cloud_mask = cloud_mask[:, None]
     if cloud_mask.dim() != 4 or cloud_mask.shape[1] != 1:
         raise ValueError(f"cloud mask: expected (B, H, W) or (B, 1, H, W), found shape {tuple(cloud_mask.shape)}")
-    return F.adaptive_avg_pool2d(cloud_mask.float(), size)
+    return pool_to_map(cloud_mask, size)
 
 
 #: below this probability log(D) counts as -100 (as in torch's BCE); above it log(D) > -70 and
@@ -151,12 +169,15 @@ def discrepancy_auroc(discrepancy: torch.Tensor | np.ndarray, cloud_mask: torch.
 
     Args:
         discrepancy: ``(B, 1, h, w)``, ``(1, h, w)`` or ``(h, w)`` scores (higher = more cloud-like).
-        cloud_mask: ``(B, H, W)`` or ``(H, W)`` true mask; D is resized bilinearly to the
-            mask's grid, so a stride-32 map is scored on every input pixel.
+        cloud_mask: ``(B, H, W)`` or ``(H, W)`` true mask. A coarser D (stride ``s``,
+            ``h = ceil(H / s)``) is brought onto the mask's grid by repeating each cell
+            over the ``s x s`` input pixels it covers and cropping the bottom/right
+            padding (``grid.upsample_to_input``, nearest), so every input pixel is scored
+            by the encoder cell that saw it.
 
     Returns the probability that a random cloudy pixel scores higher than a random
     clear one (ties count half): 0.5 = no better than chance, 1 = perfect.
-    Computed exactly with the Mann-Whitney rank statistic. Raises ValueError when
+    Computed with torchmetrics ``binary_auroc`` through :func:`edc_lab.train.metrics.auroc` (equal to the Mann-Whitney rank statistic to about 1e-7). Raises ValueError when
     the mask has only one class (AUROC undefined).
     """
     scores = torch.as_tensor(discrepancy).detach().float().cpu()
@@ -173,18 +194,16 @@ def discrepancy_auroc(discrepancy: torch.Tensor | np.ndarray, cloud_mask: torch.
             f"{tuple(scores.shape)} and {tuple(mask.shape)}"
         )
     if tuple(scores.shape[-2:]) != tuple(mask.shape[-2:]):
-        scores = F.interpolate(scores, size=tuple(mask.shape[-2:]), mode="bilinear", align_corners=False)
-    scores = scores.flatten().double().numpy()
-    positive = mask.flatten().numpy() > 0.5
+        stride = infer_stride(mask.shape[-2:], scores.shape[-2:])
+        scores = upsample_to_input(scores, stride, mask.shape[-2:], mode="nearest")
+    scores = scores.flatten()
+    positive = mask.flatten() > 0.5
     num_positive, num_negative = int(positive.sum()), int((~positive).sum())
     if num_positive == 0 or num_negative == 0:
         raise ValueError(
             f"discrepancy_auroc: the cloud mask must contain cloudy and clear pixels, found {num_positive} cloudy "
             f"and {num_negative} clear"
         )
-    from scipy.stats import rankdata
+    from edc_lab.train.metrics import auroc  # here, not at the top: edc_lab.train imports edc_lab.models
 
-    ranks = rankdata(scores)  # average ranks for ties
-    # Mann-Whitney U of the positives divided by the number of (positive, negative) pairs
-    u_statistic = ranks[positive].sum() - num_positive * (num_positive + 1) / 2
-    return float(u_statistic / (num_positive * num_negative))
+    return auroc(scores, positive)  # torchmetrics binary_auroc; ties count one half

@@ -53,7 +53,8 @@ class EDCConfig:
         windows: attention window of stages 3 and 4, in pixels of that stage's map.
         carriers: carrier tokens per window side (``carriers**2`` per window).
         mlp_ratio: transformer MLP width / channels.
-        attention: ``"carrier"`` (HAT, EDC) or ``"dense"`` (the ``dense_edc`` ablation).
+        attention: ``"carrier"`` (HAT, EDC) or ``"dense"`` (the ``dense_edc`` ablation; its
+            blocks get the MLP ratio ``2 * mlp_ratio + 2`` to match HAT's parameters).
         fusion: ``"dchf"`` (EDC) or ``"sum"`` (the ``edc_no_dchf`` ablation).
         fusion_heads: heads of DCHF's attention among carrier cells.
         fusion_cells: DCHF carrier-cell size (pixels) at stages 1-4.
@@ -113,7 +114,7 @@ class EDCConfig:
 
 #: The three EDC sizes. Parameters and speed are measured in tests/test_models.py and benchmarks/RESULTS.md.
 EDC_CONFIGS: dict[str, EDCConfig] = {
-    # teaching on a CPU: 1.84 M parameters, nominal input 128 x 128 (stride 16: 8 x 8, 2 x 2 windows of 4)
+    # teaching on a CPU: 1.82 M parameters, nominal input 128 x 128 (stride 16: 8 x 8, 2 x 2 windows of 4)
     "edc_tiny": EDCConfig(
         widths=(24, 48, 80, 112), depths=(1, 1, 1, 1), heads=(2, 4), windows=(4, 4), mlp_ratio=2.0,
         fpn_dim=48, cr_dim=24,

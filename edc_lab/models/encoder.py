@@ -259,8 +259,9 @@ class TriStreamEncoder(nn.Module):
         if fusion == "dchf":
             redistribute = [("optical", "sar")] * (NUM_STAGES - 1) + [tuple(last_redistribute)]
             self.fusions = nn.ModuleList(
-                DCHF(width, num_heads=fusion_heads, cell=cell, redistribute=streams)
-                for width, cell, streams in zip(widths, fusion_cells, redistribute)
+                # stage 1 has no cross-modal stream yet: its DCHF mixes [R*O, S] only
+                DCHF(width, num_heads=fusion_heads, cell=cell, redistribute=streams, with_cross=stage > 0)
+                for stage, (width, cell, streams) in enumerate(zip(widths, fusion_cells, redistribute))
             )
         else:
             self.fusions = nn.ModuleList(PlainSumFusion(width) for width in widths)

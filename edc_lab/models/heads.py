@@ -11,7 +11,8 @@ reasonable choice for both:
   finer one; a 3x3 convolution (BN, ReLU) smooths each sum. The result is a
   pyramid ``P_1..P_4`` at strides 4, 8, 16, 32, all with ``dim`` channels. These
   four maps are the model's ``features`` (what distillation compares).
-* **Segmentation head**: every ``P_k`` is upsampled to stride 4 and summed
+* **Segmentation head**: every ``P_k`` is upsampled to stride 4 (by exactly its
+  stride ratio 2, 4, 8, then cropped: ``edc_lab.models.grid``) and summed
   (Panoptic-FPN's semantic branch, without its extra convolutions), a 1x1
   convolution gives class logits at stride 4, bilinear upsampling by exactly 4
   brings them to the input grid (cropped at the bottom/right when H or W is not a
@@ -23,6 +24,9 @@ reasonable choice for both:
   in (0, 1), equals the input where ``delta = 0`` (clear pixels need no change),
   and ``delta`` starts at zero, so an untrained head returns the cloudy image.
   With ``residual=False`` it predicts ``sigmoid(delta)`` from the features alone.
+  The logit and the sigmoid are computed in float32 whatever the model's dtype:
+  in bfloat16 the clamp bound ``1 - 1e-3`` rounds to 1 (an infinite logit, so no
+  gradient on bright pixels).
 
 Whose idea: the FPN is Lin et al.'s, the stride-4 sum Panoptic FPN's; the
 pixel-shuffle output and the logit-space residual are edc_lab's choices.
@@ -37,6 +41,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from edc_lab.models.grid import upsample_to_input
+
 __all__ = ["FPNNeck", "SegmentationHead", "CloudRemovalHead", "resize_to", "upsample_and_crop"]
 
 
@@ -49,19 +55,8 @@ def resize_to(x: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> t
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
 
 
-def upsample_and_crop(x: torch.Tensor, factor: int, size: Sequence[int]) -> torch.Tensor:
-    """``x (B, C, h, w)`` at stride ``factor`` -> ``(B, C, *size)`` on the input grid.
-
-    Bilinear upsampling by exactly ``factor`` gives ``(factor*h, factor*w)``, at least
-    ``size`` because the encoder rounds ``H / factor`` up; the extra bottom/right rows
-    and columns (padding) are cropped. Resizing straight to ``size`` would instead
-    stretch the map and shift it by up to ``factor - 1`` pixels at the far edge.
-    """
-    height, width = int(size[0]), int(size[1])
-    if x.shape[-2] * factor < height or x.shape[-1] * factor < width:
-        raise ValueError(f"upsample_and_crop: {tuple(x.shape[-2:])} x {factor} does not cover {(height, width)}")
-    upsampled = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    return upsampled[..., :height, :width]
+#: the logits' "upsample by the stride and crop" is the grid's one implementation (``edc_lab.models.grid``)
+upsample_and_crop = upsample_to_input
 
 
 class ConvNormAct(nn.Sequential):
@@ -87,19 +82,25 @@ class FPNNeck(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(feature) for conv, feature in zip(self.lateral, features)]
-        # Top-down: start at the coarsest level, add it (upsampled) to the next finer one.
+        # Top-down: start at the coarsest level, add it (upsampled by exactly 2, cropped) to the next finer one.
         for level in range(len(laterals) - 2, -1, -1):
-            coarser = resize_to(laterals[level + 1], laterals[level].shape[-2:], mode="nearest")
+            coarser = upsample_to_input(laterals[level + 1], 2, laterals[level].shape[-2:], mode="nearest")
             laterals[level] = laterals[level] + coarser
         return [smooth(lateral) for smooth, lateral in zip(self.smooth, laterals)]
 
 
 def sum_at_finest(pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Upsample every ``P_k (B, D, H_k, W_k)`` to the size of ``P_1`` and add them: ``(B, D, H_1, W_1)``."""
+    """Add the pyramid ``P_1..P_k`` (``P_l: (B, D, H_l, W_l)``, each level half the previous) on ``P_1``'s grid.
+
+    ``P_l`` is upsampled bilinearly by exactly its stride ratio ``2**(l-1)`` (2, 4, 8)
+    and cropped to ``(H_1, W_1)``: ``H_l = ceil(H_1 / 2**(l-1))`` was rounded up, so the
+    upsampled map is at least as large, and stretching it onto ``H_1`` would shift it.
+    Returns ``(B, D, H_1, W_1)``.
+    """
     size = pyramid[0].shape[-2:]
     fused = pyramid[0]
-    for level in pyramid[1:]:
-        fused = fused + resize_to(level, size)
+    for level, coarser in enumerate(pyramid[1:], start=1):
+        fused = fused + upsample_to_input(coarser, 2**level, size)
     return fused
 
 
@@ -117,7 +118,7 @@ class SegmentationHead(nn.Module):
     def forward(self, features: Sequence[torch.Tensor], output_size: Sequence[int]):
         pyramid = self.neck(features)
         logits_stride4 = self.classifier(sum_at_finest(pyramid))
-        return upsample_and_crop(logits_stride4, 4, output_size), pyramid
+        return upsample_to_input(logits_stride4, 4, output_size), pyramid
 
 
 class CloudRemovalHead(nn.Module):
@@ -129,7 +130,9 @@ class CloudRemovalHead(nn.Module):
         bands: optical bands to predict (4: blue, green, red, NIR).
         residual: predict ``sigmoid(logit(optical) + delta)`` (default) or ``sigmoid(delta)``.
 
-    ``forward(features [O_1..O_4], optical (B, bands, H, W))`` -> cloud-free image ``(B, bands, H, W)`` in (0, 1).
+    ``forward(features [O_1..O_4], optical (B, bands, H, W))`` -> cloud-free image ``(B, bands, H, W)`` in (0, 1),
+    computed in float32 and returned in the dtype of ``logit(optical) + delta`` (bfloat16 for a
+    bfloat16 model; float32 under autocast, whose ``optical`` is float32).
     """
 
     #: the stride of ``O_1``; the pixel shuffle undoes it
@@ -153,5 +156,8 @@ class CloudRemovalHead(nn.Module):
         height, width = optical.shape[-2:]
         delta = delta[..., :height, :width]  # sizes not a multiple of 4: the stride-4 grid was rounded up
         if not self.residual:
-            return torch.sigmoid(delta)
-        return torch.sigmoid(torch.logit(optical.clamp(self.eps, 1 - self.eps)) + delta)
+            return torch.sigmoid(delta.float()).to(delta.dtype)
+        # float32: in bfloat16, 1 - eps rounds to 1 and logit(1) = inf
+        input_logit = torch.logit(optical.float().clamp(self.eps, 1 - self.eps))
+        cloudfree = torch.sigmoid(input_logit + delta.float())
+        return cloudfree.to(torch.promote_types(optical.dtype, delta.dtype))

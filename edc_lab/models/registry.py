@@ -17,6 +17,7 @@ CloudSeg-sized reference for the efficiency comparison, ``cloudseg.py``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 from torch import nn
@@ -50,9 +51,32 @@ def _check_name(name) -> None:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
 
 
+#: sane ranges of the channel and class counts (a checkpoint's build_args are untrusted input:
+#: 2·10⁹ classes would otherwise end in a MemoryError deep inside torch)
+COUNT_RANGES: dict[str, tuple[int, int]] = {"in_optical": (1, 64), "in_sar": (1, 64), "num_classes": (1, 1000)}
+#: the largest integer any size override (widths, depths, heads, windows, ...) may hold
+MAX_SIZE_OVERRIDE = 4096
+
+
 def _check_count(what: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"build_model: {what} must be a positive integer, found {value!r}")
+    low, high = COUNT_RANGES[what]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"build_model: {what} must be a positive integer, expected one in [{low}, {high}], "
+                         f"found {value!r}")
+
+
+def _check_override_sizes(name: str, overrides: dict) -> None:
+    """Refuse numbers in overrides that no model of this package can use (huge, negative, NaN)."""
+    for key, value in overrides.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if not math.isfinite(item) or item < 0 or item > MAX_SIZE_OVERRIDE:
+                raise ValueError(
+                    f"build_model({name!r}): expected {key} made of finite numbers in [0, {MAX_SIZE_OVERRIDE}], "
+                    f"found {value!r}"
+                )
 
 
 def model_config(name: str, **overrides) -> EDCConfig | CloudSegConfig:
@@ -97,6 +121,7 @@ def build_model(name: str, in_optical: int = 4, in_sar: int = 2, num_classes: in
     _check_name(name)
     for what, value in (("in_optical", in_optical), ("in_sar", in_sar), ("num_classes", num_classes)):
         _check_count(what, value)
+    _check_override_sizes(name, overrides)
     config = model_config(name, **overrides)
     if name == "cloudseg_ref":
         model = CloudSegRef(in_optical, in_sar, num_classes, config, name=name)

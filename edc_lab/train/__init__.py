@@ -14,7 +14,7 @@ Read in this order:
 >>> history = train(make_config(profile="cpu-quick", out="runs/teacher"))  # doctest: +SKIP
 """
 
-from edc_lab.train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from edc_lab.train.checkpoint import CheckpointError, export_weights, load_checkpoint, read_checkpoint, save_checkpoint
 from edc_lab.train.config import PROFILES, TrainConfig, load_toml, make_config
 from edc_lab.train.loop import NonFiniteLossError, cloud_cover_sweep, evaluate, train
 
@@ -25,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "cloud_cover_sweep",
     "evaluate",
+    "export_weights",
     "load_checkpoint",
     "load_toml",
     "make_config",

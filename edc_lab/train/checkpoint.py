@@ -6,22 +6,34 @@ A checkpoint is one ``torch.save`` file holding a plain dict:
 ``model``          the model's ``state_dict`` (tensors)
 ``build_args``     ``build_model(**build_args)`` rebuilds the architecture
 ``optimizer``      AdamW ``state_dict`` (None in a weights-only export)
-``scheduler``      learning-rate scheduler ``state_dict``
+``scheduler``      learning-rate scheduler ``state_dict`` (None in an export)
 ``scaler``         fp16 GradScaler ``state_dict`` or None
 ``step``           optimiser steps taken
-``rng``            torch / CUDA / NumPy / Python RNG states, as tensors and lists
+``rng``            one RNG state per rank: torch / CUDA / NumPy / Python, as
+                   tensors and lists (None in an export)
 ``config``         the :class:`TrainConfig` as a dict
 ``data``           dataset name, class names and colours, SAR channels — what
                    ``predict`` needs to normalise new images the same way
 ``history``        the metrics history so far (list of dicts)
 =================  =========================================================
 
-Two habits make it robust (our choices, standard practice):
+A **weights-only export** (:func:`export_weights`) is the same dict with
+``optimizer``, ``scheduler``, ``scaler`` and ``rng`` set to None: smaller, enough
+for ``predict`` and ``evaluate``; ``train(resume=True)`` continues from it with
+a fresh optimiser (and says so).
+
+Three habits make it robust (our choices, standard practice):
 
 * **atomic write**: the file is written to a temporary name in the same
-  directory, flushed and ``fsync``-ed, then renamed over the old one with
-  ``os.replace`` (atomic on POSIX and Windows). A run killed mid-write leaves the
-  previous checkpoint intact, never a half-written one;
+  directory (``.last.pt.<8 random characters>.tmp``), flushed and ``fsync``-ed,
+  then renamed over the old one with ``os.replace`` (atomic on POSIX and
+  Windows). A run killed mid-write leaves the previous checkpoint intact, never
+  a half-written one. A save that raises deletes its temporary file; one that
+  was killed (SIGKILL, SIGTERM) cannot, so the next save to the same path
+  deletes such leftovers;
+* **finite weights**: the training loop never writes weights holding NaN or
+  Inf (:func:`non_finite_entries`), so the last checkpoint is always one to go
+  back to;
 * **safe load**: ``torch.load(weights_only=True)`` refuses arbitrary pickled
   objects, so a checkpoint from the internet cannot run code. That is why every
   entry above is a tensor, number, string, list or dict — the NumPy and Python
@@ -33,6 +45,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,11 +98,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- write / read
+def stale_temporary_files(path: str | Path) -> list[Path]:
+    """Temporary files that earlier, killed saves to ``path`` left in its folder.
+
+    Only our own pattern, ``.<name>.<8 characters of tempfile's alphabet>.tmp``
+    for this very ``name``: other files of the folder are never touched. One run
+    folder has one writer (rank 0 of one run), so a match is never a save in
+    progress.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename).
+
+    Leftover temporary files of earlier killed saves to ``path`` are deleted
+    first; if this save raises, its own temporary file is deleted too.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, **payload}
+    for leftover in stale_temporary_files(path):
+        leftover.unlink(missing_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -118,12 +152,52 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: expected an edc_lab checkpoint file, found no such file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: expected an edc_lab checkpoint (torch.save file), could not load it: {error}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as error:
+        # a text file or another format ends anywhere in torch's unpickler: IndexError and KeyError included
+        raise CheckpointError(
+            f"{path}: expected an edc_lab checkpoint (torch.save file), could not load it: "
+            f"{type(error).__name__}: {error}"
+        ) from None
     if not isinstance(payload, dict) or "model" not in payload or "build_args" not in payload:
-        found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        if isinstance(payload, dict) and payload and all(torch.is_tensor(v) for v in payload.values()):
+            found = (f"a bare state_dict ({len(payload)} tensors, e.g. {next(iter(payload))!r}); save it as "
+                     f"{{'model': model.state_dict(), 'build_args': model.build_args}}")
+        else:
+            found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: expected a checkpoint dict with 'model' and 'build_args', found {found}")
     return payload
+
+
+def is_weights_only(payload: dict[str, Any]) -> bool:
+    """Whether a checkpoint dict is a weights-only export (no optimiser state to resume)."""
+    return payload.get("optimizer") is None
+
+
+def export_weights(source: str | Path, destination: str | Path) -> Path:
+    """Write the weights-only export of checkpoint ``source`` to ``destination``.
+
+    Keeps ``model``, ``build_args``, ``step``, ``config``, ``data`` and
+    ``history``; sets ``optimizer``, ``scheduler``, ``scaler`` and ``rng`` to
+    None (AdamW's two moments alone are twice the size of the weights).
+    """
+    payload = read_checkpoint(source)
+    payload.pop("format", None)
+    payload.update(optimizer=None, scheduler=None, scaler=None, rng=None)
+    return save_checkpoint(destination, payload)
+
+
+def non_finite_entries(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a ``state_dict`` holding a NaN or an Inf.
+
+    ``model.state_dict()`` holds parameters *and* buffers (BatchNorm running
+    statistics), so this checks both. One host synchronisation for all tensors.
+    """
+    named = [(name, value) for name, value in state_dict.items()
+             if torch.is_tensor(value) and value.is_floating_point()]
+    if not named:
+        return []
+    finite = torch.stack([value.detach().isfinite().all() for _, value in named]).cpu().tolist()
+    return [name for (name, _), ok in zip(named, finite) if not ok]
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -142,7 +216,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     from edc_lab.models import build_model
 
     payload = read_checkpoint(path, map_location)
-    model = build_model(**payload["build_args"])
+    build_args = payload["build_args"]
+    if not isinstance(build_args, dict) or not isinstance(build_args.get("name"), str):
+        found = f"keys {sorted(build_args)}" if isinstance(build_args, dict) else type(build_args).__name__
+        raise CheckpointError(f"{path}: expected 'build_args' to be a dict with a model 'name', found {found}")
+    try:
+        model = build_model(**build_args)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: its build_args {build_args} do not build a model: {error}") from None
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as error:

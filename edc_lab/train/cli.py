@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         history = train(config)
-    except (ValueError, DataError) as error:  # CheckpointError and config errors are ValueErrors
+    except (ValueError, DataError, OSError) as error:  # CheckpointError and config errors are ValueErrors
         print(f"edc-lab train: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:

@@ -19,6 +19,7 @@ profile values are our choices, measured in ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,20 +94,43 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, found {getattr(self, name)!r}")
-        for name in ("steps", "batch_size", "size", "train_count", "val_count"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name}: expected a positive integer, found {getattr(self, name)!r}")
-        for name in ("lr", "temperature"):
-            if float(getattr(self, name)) <= 0:
-                raise ValueError(f"{name}: expected > 0, found {getattr(self, name)!r}")
-        non_negative = ("lambda_cr", "lambda_kd", "lambda_kl", "lambda_cloud", "weight_decay", "warmup_steps",
-                        "grad_clip", "cloud_weight")
-        for name in non_negative:
-            if float(getattr(self, name)) < 0:
-                raise ValueError(f"{name}: expected >= 0, found {getattr(self, name)!r}")
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name}: expected an integer in [{low}, {high}], found {value!r}")
+        for name, (low, high, low_open) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            inside = number and math.isfinite(value) and (low < value if low_open else low <= value) and value <= high
+            if not inside:
+                bound = f"> {low}" if low_open else f">= {low}"
+                limit = f" and <= {high}" if math.isfinite(high) else ""
+                raise ValueError(f"{name}: expected a finite number {bound}{limit}, found {value!r}")
+        deepest = math.ceil(self.size / 32) ** 2  # values per channel of a batch-norm at stride 32
+        if self.batch_size * deepest < 2:
+            raise ValueError(
+                f"batch_size: expected batch_size x ceil(size / 32)² >= 2 (batch norm needs 2 values per channel at "
+                f"the deepest stage), found batch_size {self.batch_size} with size {self.size}; raise either"
+            )
+        if not isinstance(self.cloud_cover, (tuple, list)) or len(self.cloud_cover) != 2:
+            raise ValueError(f"cloud_cover: expected (low, high) with 0 <= low <= high <= 1, found {self.cloud_cover!r}")
         low, high = self.cloud_cover
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"cloud_cover: expected (low, high) with 0 <= low <= high <= 1, found {self.cloud_cover!r}")
+        import torch
+
+        from edc_lab.models.registry import MODEL_NAMES
+
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, found {self.device!r}") from None
+
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"model: expected one of {', '.join(MODEL_NAMES)}, found {self.model!r}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"out: expected a run folder (created when missing), found a file {self.out}")
         if self.data != "synthetic" and not self.root:
             raise ValueError(f"root: data={self.data!r} needs the dataset directory (--root DIR)")
         if self.stage == "student" and (self.lambda_kd > 0 or self.lambda_kl > 0 or self.init_from_teacher) and not self.teacher:
@@ -154,6 +178,34 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+#: accepted ranges (inclusive) of the integer settings
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "steps": (1, 10**9),
+    "batch_size": (1, 4096),
+    "size": (16, 8192),
+    "train_count": (1, 10**7),
+    "val_count": (1, 10**7),
+    "warmup_steps": (0, 10**9),
+    "seed": (0, 2**32 - 1),
+    "data_seed": (0, 2**32 - 1),
+    "num_workers": (0, 256),
+    "eval_every": (0, 10**9),
+    "checkpoint_every": (0, 10**9),
+}
+#: accepted ranges of the real-valued settings: (low, high, low excluded)
+FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "lr": (0.0, 10.0, True),
+    "temperature": (0.0, 1000.0, True),
+    "weight_decay": (0.0, math.inf, False),
+    "min_lr_ratio": (0.0, 1.0, False),
+    "grad_clip": (0.0, math.inf, False),
+    "lambda_cr": (0.0, math.inf, False),
+    "cloud_weight": (0.0, math.inf, False),
+    "lambda_kd": (0.0, math.inf, False),
+    "lambda_kl": (0.0, math.inf, False),
+    "lambda_cloud": (0.0, math.inf, False),
+}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

@@ -10,7 +10,13 @@ the same program and tells each its ``RANK``, ``LOCAL_RANK`` and
    the weights stay identical (:func:`parameter_digest` checks it);
 3. reads its own share of every global batch (:class:`StepSampler`, built on
    ``DistributedSampler``);
-4. lets rank 0 alone write checkpoints and print.
+4. evaluates its own whole batches of the validation set (:func:`shard_batches`);
+   the metrics' sums are then added over ranks, so every rank holds the
+   single-process numbers and none waits idle at a barrier meanwhile;
+5. lets rank 0 alone write checkpoints and print;
+6. at the end (:func:`cleanup`) frees what still holds the process group,
+   waits for the other ranks, and only then leaves the group, so that gloo's
+   threads are gone before Python exits.
 
 Without those variables everything here degrades to a single process, so the
 same ``train`` serves a laptop and a GPU cluster (DESIGN §2). Standard PyTorch
@@ -19,6 +25,7 @@ practice; nothing here is from the paper.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -79,15 +86,45 @@ def setup(device: str = "auto") -> DistributedContext:
     resolved = resolve_device(device, local_rank, world_size)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
+    # Import this *before* the group exists. Its functions default to ``group=group.WORLD``,
+    # evaluated at import time; DistributedDataParallel imports it (through torch.distributed._shard)
+    # while the group exists, and then those default arguments hold the group for good:
+    # destroy_process_group() can no longer free it, and gloo's threads are still running when
+    # Python exits (see cleanup). Imported now, those defaults are None (= the default group).
+    import torch.distributed.nn.functional  # noqa: F401
+
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
     return DistributedContext(rank, world_size, local_rank, resolved)
 
 
-def cleanup(context: DistributedContext) -> None:
-    """Leave the process group (safe to call in a single process)."""
-    if context.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(context: DistributedContext, synchronize: bool = True) -> None:
+    """Leave the process group (safe to call in a single process, and twice).
+
+    ``destroy_process_group()`` frees the group, and with it gloo's worker and
+    network threads, only if nothing else still refers to it. Anything that
+    does keeps those threads running until the process exits, where they are
+    torn down in the middle of interpreter and C++ shutdown: the likely source
+    of a rank's rare abort at the end of a run ("terminate called without an
+    active exception", SIGABRT, seen on a loaded 2-core machine).
+    Two such holders exist: the default arguments of
+    ``torch.distributed.nn.functional`` (defused in :func:`setup`) and the
+    ``DistributedDataParallel`` wrapper, which sits in a reference cycle and so
+    outlives the function that made it. Hence the order:
+
+    1. ``gc.collect()`` frees the unreachable DDP wrapper (and its reducer's
+       reference to the group) while Python is fully alive;
+    2. ``barrier()``, with ``synchronize`` (the normal end of a run): no rank
+       closes its connections while another still uses them. After an error
+       the other ranks may be waiting in some other collective, so none then;
+    3. ``destroy_process_group()``.
+    """
+    if not (context.enabled and dist.is_initialized()):
+        return
+    gc.collect()
+    if synchronize:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def barrier(context: DistributedContext) -> None:
@@ -100,6 +137,34 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.T
     if context.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_gather_objects(value, context: DistributedContext) -> list:
+    """Every rank's ``value`` (any picklable object), in rank order: ``[value_0, value_1, ...]``."""
+    if not context.enabled:
+        return [value]
+    gathered = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def shard_batches(count: int, batch_size: int, context: DistributedContext) -> list[list[int]]:
+    """This rank's share of the batches ``[0, b), [b, 2b), ...`` of ``count`` samples in order.
+
+    The single-process batches are cut into ``world_size`` contiguous blocks of
+    whole batches, block r for rank r. Unlike ``DistributedSampler`` nothing is
+    padded: no sample is read twice (no double counting in a metric), and each
+    batch holds the same samples as in one process, so the model sees the same
+    inputs and the summed metrics equal the single-process ones. A rank may get
+    no batch at all (fewer batches than ranks); it still joins the reductions.
+
+    >>> shard_batches(5, 2, DistributedContext(rank=1, world_size=2))
+    [[2, 3], [4]]
+    """
+    batches = [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+    first = len(batches) * context.rank // context.world_size
+    last = len(batches) * (context.rank + 1) // context.world_size
+    return batches[first:last]
 
 
 def broadcast_object(value, context: DistributedContext):

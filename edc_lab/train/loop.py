@@ -24,13 +24,22 @@ Machinery (our choices, standard practice):
   RNG states in the checkpoint, ``resume=True`` continues *exactly*: on CPU a
   resumed run ends with bit-identical weights to an uninterrupted one;
 * checkpoints are written atomically (:mod:`edc_lab.train.checkpoint`);
-* a non-finite loss stops the run *before* the weights are touched, naming the
-  step, so the last checkpoint stays a good one;
+* non-finite guards, each naming the step and the last checkpoint with finite
+  weights: a NaN/Inf loss, or gradient norm, stops the run *before* the weights
+  are touched; weights that an update made non-finite (say ``lr=inf``) stop it
+  before they reach a checkpoint. So the last checkpoint is always a good one.
+  With fp16, an overflowing gradient is GradScaler's ordinary business: the
+  step is skipped, and so is the learning-rate schedule's step;
+* labels that are all "ignore" (255) stop the run with an error before its
+  first validation or checkpoint (loss 0 and mIoU NaN would otherwise pass in
+  silence);
 * under ``torchrun`` the model is wrapped in DistributedDataParallel
-  (:mod:`edc_lab.train.distributed`); rank 0 writes and evaluates.
+  (:mod:`edc_lab.train.distributed`); rank 0 writes; every rank evaluates its
+  share of the validation set and the sums are added over ranks.
 
 The metrics history is a list of dicts (``{"split": "train", "step", "loss",
-"loss_seg", ..., "lr"}`` every step, ``{"split": "val", "step", "miou",
+"loss_seg", ..., "lr", "grad_norm"}`` every step, plus ``"skipped": True`` on
+an fp16 step that GradScaler skipped; ``{"split": "val", "step", "miou",
 "miou_cloudy", ...}`` at each validation), passed to ``callback(record,
 history)`` as it grows — a notebook plots it live.
 """
@@ -42,6 +51,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterator
@@ -54,7 +64,9 @@ from edc_lab.models.discrepancy import cloud_bce
 from edc_lab.train import distributed
 from edc_lab.train.checkpoint import (
     CheckpointError,
+    is_weights_only,
     load_checkpoint,
+    non_finite_entries,
     read_checkpoint,
     rng_state,
     save_checkpoint,
@@ -70,14 +82,19 @@ from edc_lab.train.losses import (
     region_weight,
     segmentation_loss,
 )
-from edc_lab.train.metrics import CloudRemovalMeter, SegmentationMeter, auroc, discrepancy_targets
+from edc_lab.train.metrics import IGNORE_INDEX, CloudRemovalMeter, SegmentationMeter, auroc, discrepancy_targets
 
 Callback = Callable[[dict, list], None]
 CHECKPOINT_NAME = "last.pt"
+#: steps after which a run that has seen no labelled pixel (all 255) is stopped
+LABEL_CHECK_STEPS = 20
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+    """The loss, the gradient norm or the weights became NaN or infinite.
+
+    The message names the step and the last checkpoint whose weights are finite.
+    """
 
 
 # --------------------------------------------------------------------------- small pieces
@@ -147,6 +164,48 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
         return lr_factor(step, config.warmup_steps, config.steps, config.min_lr_ratio)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(
+    model: torch.nn.Module,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float = 0.0,
+) -> tuple[float, bool]:
+    """Backward, clip, update; returns ``(gradient norm, whether the weights were updated)``.
+
+    1. backward of the loss (multiplied by GradScaler's scale under fp16), then
+       the gradients are unscaled so that their norm is the true one;
+    2. ``norm = sqrt(sum of every squared gradient)``; clipped to ``grad_clip``
+       when that is > 0;
+    3. a non-finite norm: under fp16 that is GradScaler's ordinary overflow, it
+       skips the update and halves its scale; without a scaler nothing is
+       updated here, and :func:`train` stops the run naming the step;
+    4. the learning-rate schedule advances only when the optimiser really took
+       the step. GradScaler lowers its scale exactly when it skipped one, so
+       comparing the scale before and after ``update()`` tells; without that
+       check each skipped fp16 step would eat one step of warm-up or decay.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # nothing to do when the scaler is disabled
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    if grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    else:
+        norm = torch.nn.utils.get_total_norm(gradients) if gradients else torch.zeros(())
+    norm = float(norm)
+    if not math.isfinite(norm) and not scaler.is_enabled():
+        return norm, False
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    stepped = scaler.get_scale() >= scale
+    if stepped:
+        scheduler.step()
+    return norm, stepped
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -224,6 +283,7 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     num_classes: int | None = None,
     progress: bool = False,
+    context: distributed.DistributedContext | None = None,
 ) -> dict:
     """Segmentation, cloud-removal and discrepancy metrics of a model on a dataset.
 
@@ -233,6 +293,16 @@ def evaluate(
         inputs: ``"cloudy"`` (default: the real task) or ``"clear"`` (cloud-free
             optical, the teacher's condition).
         num_classes: default: the dataset's ``num_classes``, else the logits'.
+        context: under torchrun, every rank calls ``evaluate`` with the same
+            dataset (not a DataLoader) and its bare model. Rank 0's buffers
+            (BatchNorm statistics) are copied to all ranks first, then each
+            rank reads its own contiguous block of whole batches
+            (:func:`~edc_lab.train.distributed.shard_batches`: no padding, no
+            sample counted twice); confusion matrices and cloud-removal sums are
+            added over ranks and the discrepancy scores gathered in rank order.
+            Every rank returns the single-process result: segmentation and
+            AUROC exactly, PSNR / SSIM / SAM up to the order of a
+            floating-point sum.
 
     Returns a JSON-ready dict: ``miou``, ``oa``, ``mean_f1``, ``miou_cloudy``,
     ``miou_clear`` (headline numbers), ``segmentation`` (per region: per-class
@@ -241,21 +311,32 @@ def evaluate(
     cloud mask on that stage's grid; empty for models without one) and
     ``images``.
     """
+    context = context or distributed.DistributedContext()
     was_training = model.training
     model.eval()
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
     device = torch.device(device)
-    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+    if context.enabled:
+        if isinstance(data, DataLoader):
+            raise ValueError("evaluate: with several processes pass the dataset, not a DataLoader "
+                             "(each rank reads its own batches)")
+        distributed.broadcast_buffers(model, context)
+        loader = DataLoader(data, batch_sampler=distributed.shard_batches(len(data), batch_size, context))
+    else:
+        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
     if num_classes is None:
         num_classes = getattr(loader.dataset, "num_classes", None)
+    if context.enabled and num_classes is None:
+        raise ValueError("evaluate: with several processes pass num_classes "
+                         "(a rank may have no batch to infer it from)")
     segmentation = None
     cloud_removal = CloudRemovalMeter()
     scores: dict[int, list] = {}
     labels: dict[int, list] = {}
     images = 0
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    for batch in _progress(loader, progress, "evaluate"):
+    for batch in _progress(loader, progress and context.is_main, "evaluate"):
         batch = to_device(batch, device)
         optical, sar = model_inputs(batch, inputs)
         with autocast:
@@ -274,9 +355,18 @@ def evaluate(
             labels.setdefault(stage, []).append(stage_labels)
         images += logits.shape[0]
     model.train(was_training)
-    if segmentation is None:
+    if context.enabled:
+        segmentation = segmentation or SegmentationMeter(num_classes)
+        images = _reduce_over_ranks(segmentation, cloud_removal, scores, labels, images, context)
+    if segmentation is None or images == 0:
         raise ValueError("evaluate: the dataset is empty")
     regions = segmentation.compute()
+    if regions["all"]["pixels"] == 0:
+        warnings.warn(
+            f"evaluate: all {images} images have only 'ignore' ({IGNORE_INDEX}) labels: no labelled pixel, "
+            f"so mIoU, OA and F1 are NaN",
+            stacklevel=2,
+        )
     result = {
         "miou": regions["all"]["miou"],
         "oa": regions["all"]["oa"],
@@ -290,6 +380,31 @@ def evaluate(
         "inputs": inputs,
     }
     return result
+
+
+def _reduce_over_ranks(segmentation, cloud_removal, scores, labels, images, context) -> int:
+    """Add every rank's evaluation sums into its meters in place; return the total image count.
+
+    Confusion matrices (int64) and the cloud-removal sums are ``all_reduce``-d;
+    the discrepancy scores / labels of each stage are gathered and put in rank
+    order, which is the single-process order since rank r read block r.
+    """
+    for region, matrix in segmentation.confusion.items():
+        segmentation.confusion[region] = distributed.all_reduce_sum(matrix.to(context.device), context).cpu()
+    names = list(cloud_removal.totals)
+    sums = torch.tensor([*cloud_removal.totals.values(), cloud_removal.images, images], dtype=torch.float64)
+    sums = distributed.all_reduce_sum(sums.to(context.device), context).cpu().tolist()
+    cloud_removal.totals = dict(zip(names, sums[: len(names)]))
+    cloud_removal.images = int(sums[-2])
+    local = {stage: (torch.cat(scores[stage]), torch.cat(labels[stage])) for stage in scores}
+    gathered = distributed.all_gather_objects(local, context)
+    scores.clear()
+    labels.clear()
+    for rank_stages in gathered:
+        for stage, (stage_scores, stage_labels) in rank_stages.items():
+            scores.setdefault(stage, []).append(stage_scores)
+            labels.setdefault(stage, []).append(stage_labels)
+    return int(sums[-1])
 
 
 def cloud_cover_sweep(
@@ -438,15 +553,19 @@ def train(config: TrainConfig, callback: Callback | None = None) -> list[dict]:
 
     Writes ``<out>/last.pt`` (checkpoint), ``<out>/history.json`` and
     ``<out>/config.json``. Under torchrun every rank calls this; rank 0 writes.
-    Raises :class:`NonFiniteLossError` when the loss stops being finite.
+    Raises :class:`NonFiniteLossError` when the loss, the gradient norm or the
+    weights stop being finite, ``ValueError`` on labels that are all "ignore".
     """
     config.validate()
     context = distributed.setup(config.device)
+    finished = False
     try:
         with deterministic_mode(config.deterministic and context.device.type == "cpu"):
-            return _train(config, context, callback)
+            history = _train(config, context, callback)
+        finished = True
+        return history
     finally:
-        distributed.cleanup(context)
+        distributed.cleanup(context, synchronize=finished)  # after an error the other ranks may be elsewhere
 
 
 def _train(config: TrainConfig, context: distributed.DistributedContext, callback: Callback | None) -> list[dict]:
@@ -491,13 +610,8 @@ def _train(config: TrainConfig, context: distributed.DistributedContext, callbac
     history: list[dict] = []
     start_step = 0
     if resume_from is not None:
-        model.load_state_dict(resume_from["model"])
-        optimizer.load_state_dict(resume_from["optimizer"])
-        scheduler.load_state_dict(resume_from["scheduler"])
-        if resume_from.get("scaler"):
-            scaler.load_state_dict(resume_from["scaler"])
+        start_step = _restore(resume_from, model, optimizer, scheduler, scaler, checkpoint_path, context)
         history = list(resume_from.get("history") or [])
-        start_step = int(resume_from["step"])
     if context.enabled:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model,
@@ -520,15 +634,18 @@ def _train(config: TrainConfig, context: distributed.DistributedContext, callbac
     )
     batches = iter(loader)
     if resume_from is not None:
-        states = resume_from["rng"]
-        set_rng_state(states[context.rank] if len(states) == context.world_size else states[0])
+        states = resume_from.get("rng")
+        if states:  # a weights-only export has none: the seeds of seed_everything stand
+            set_rng_state(states[context.rank] if len(states) == context.world_size else states[0])
         if context.is_main:
             print(f"resumed {checkpoint_path} at step {start_step} of {config.steps}", file=sys.stderr)
     del resume_from
 
+    # 4. the steps
     inputs = "clear" if config.stage == "teacher" else "cloudy"
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     last_good = start_step if checkpoint_path.exists() else None
+    labelled_seen = 0.0
     bar = _progress(range(start_step, config.steps), show, f"{config.stage} {config.model}", config.steps, start_step)
     wrapped.train()
     tick = time.perf_counter()
@@ -547,11 +664,32 @@ def _train(config: TrainConfig, context: distributed.DistributedContext, callbac
                     teacher_outputs = teacher(batch["optical_clear"], batch["sar"])
             loss, terms = compute_losses(outputs, batch, config, has_cloud_removal, teacher_outputs)
 
+        # one all_reduce: the loss terms (averaged over ranks) and the labelled pixels (summed)
+        local = [loss.detach().float()] + [t.detach().float() for t in terms.values()]
+        labelled = (batch["label"] != IGNORE_INDEX).sum().float()
+        summed = distributed.all_reduce_sum(torch.stack(local + [labelled]), context)
+        values, labelled_seen = summed[:-1] / context.world_size, labelled_seen + summed[-1].item()
+        where = f"{checkpoint_path} (step {last_good})" if last_good is not None else "none written yet"
+
+        done = step + 1
+        evaluating = bool(config.eval_every and done % config.eval_every == 0) or done == config.steps
+        checkpointing = done % max(1, config.checkpoint_every) == 0 or done == config.steps
+
+        # labels that are all "ignore": loss 0, mIoU NaN, nothing learnt. A single such batch can be
+        # real (a tile of no-data), so: a warning at once, an error once LABEL_CHECK_STEPS steps, or
+        # the first validation / checkpoint, have seen no labelled pixel at all
+        if labelled_seen == 0 and step == start_step:
+            warnings.warn(f"step {done}: this batch has no labelled pixel (every label is {IGNORE_INDEX}, 'ignore')",
+                          stacklevel=2)
+        if labelled_seen == 0 and (done - start_step >= LABEL_CHECK_STEPS or evaluating or checkpointing):
+            raise ValueError(
+                f"labels: the first {done - start_step} training step(s) had no labelled pixel: "
+                f"every label is {IGNORE_INDEX} ('ignore'), so the segmentation loss is 0 and the mIoU NaN. Check the label files and the "
+                f"dataset's class mapping (data={config.data!r}, num_classes={info['num_classes']})"
+            )
+
         # stop before touching the weights if any rank's loss is not finite
-        values = torch.stack([loss.detach().float()] + [t.detach().float() for t in terms.values()])
-        values = distributed.all_reduce_sum(values, context) / context.world_size
         if not bool(torch.isfinite(values).all()):
-            where = f"{checkpoint_path} (step {last_good})" if last_good is not None else "none written yet"
             raise NonFiniteLossError(
                 f"step {step + 1} of {config.steps}: the loss is not finite "
                 f"({', '.join(f'{k}={v:.4g}' for k, v in zip(['total', *terms], values.tolist()))}); "
@@ -559,20 +697,32 @@ def _train(config: TrainConfig, context: distributed.DistributedContext, callbac
                 f"Try a lower lr, amp='off', or check the data for NaN/Inf."
             )
 
-        # backward and update
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        # backward and update (gradients are identical on all ranks after DDP's all_reduce: same decision)
+        grad_norm, stepped = optimizer_step(model, loss, optimizer, scheduler, scaler, config.grad_clip)
+        if not stepped and not scaler.is_enabled():
+            raise NonFiniteLossError(
+                f"step {step + 1} of {config.steps}: the gradient norm is not finite ({grad_norm:.4g}) although "
+                f"the loss is ({values[0].item():.4g}); stopped before updating the weights. Last good checkpoint: "
+                f"{where}. Try a lower lr, a grad_clip, amp='off', or look for a NaN-prone operation (sqrt, log, "
+                f"division) in the loss."
+            )
+        # weights that the update made non-finite (e.g. lr=inf) must not reach a checkpoint
+        broken = non_finite_entries(unwrap(model).state_dict())
+        count = distributed.all_reduce_sum(torch.tensor([float(len(broken))], device=device), context)
+        if count.item() > 0:
+            named = ", ".join(broken[:3]) + (" ..." if len(broken) > 3 else "") if broken else "on another rank"
+            raise NonFiniteLossError(
+                f"step {step + 1} of {config.steps}: after the update the weights are not finite ({named}); "
+                f"stopped without writing them. Last checkpoint with finite weights: {where}. "
+                f"Try a lower (finite) lr, amp='off', or a grad_clip."
+            )
 
         now = time.perf_counter()
         record = {"split": "train", "step": step + 1, "loss": values[0].item()}
         record.update({f"loss_{name}": value for name, value in zip(terms, values[1:].tolist())})
-        record.update({"lr": scheduler.get_last_lr()[0], "seconds": now - tick})
+        record.update({"lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "seconds": now - tick})
+        if not stepped:
+            record["skipped"] = True  # fp16 overflow: GradScaler skipped the update (and the schedule its step)
         tick = now
         history.append(record)
         if show and hasattr(bar, "set_postfix"):
@@ -580,29 +730,70 @@ def _train(config: TrainConfig, context: distributed.DistributedContext, callbac
         if callback is not None and context.is_main:
             callback(record, history)
 
-        done = step + 1
-        if (config.eval_every and done % config.eval_every == 0) or done == config.steps:
-            if context.is_main:
-                metrics = evaluate(model, val_set, inputs=inputs, batch_size=config.batch_size, device=device, amp_dtype=amp_dtype)
-                val_record = {
-                    "split": "val",
-                    "step": done,
-                    **{key: metrics[key] for key in ("miou", "oa", "mean_f1", "miou_cloudy", "miou_clear")},
-                    "auroc": metrics["auroc"],
-                }
-                history.append(val_record)
-                if callback is not None:
-                    callback(val_record, history)
-            distributed.barrier(context)
+        if evaluating:
+            # every rank evaluates its share of the validation set (no rank idles at a barrier meanwhile)
+            metrics = evaluate(model, val_set, inputs=inputs, batch_size=config.batch_size, device=device,
+                               amp_dtype=amp_dtype, num_classes=info["num_classes"], context=context)
+            val_record = {
+                "split": "val",
+                "step": done,
+                **{key: metrics[key] for key in ("miou", "oa", "mean_f1", "miou_cloudy", "miou_clear")},
+                "auroc": metrics["auroc"],
+            }
+            history.append(val_record)
+            if callback is not None and context.is_main:
+                callback(val_record, history)
             tick = time.perf_counter()
-        if done % max(1, config.checkpoint_every) == 0 or done == config.steps:
+        if checkpointing:
             _write_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, done, config, info, history, context)
             last_good = done
     if show and hasattr(bar, "close"):
         bar.close()
 
     _check_replicas(model, context)
-    return history
+    return history  # the DDP wrapper (in a reference cycle) is freed by distributed.cleanup's gc.collect()
+
+
+def _restore(payload, model, optimizer, scheduler, scaler, path: Path, context) -> int:
+    """Load a checkpoint's weights and optimiser / schedule / scaler states; return its step.
+
+    A checkpoint whose weights hold NaN or Inf is refused. A weights-only export
+    (:func:`~edc_lab.train.checkpoint.export_weights`: no optimiser state) is
+    resumed from its weights with a fresh AdamW and the schedule set to its
+    step, with a warning: that run is not bit-identical to an uninterrupted one.
+    """
+    step = int(payload.get("step") or 0)
+    broken = non_finite_entries(payload["model"])
+    if broken:
+        raise CheckpointError(
+            f"{path}: cannot resume: the weights are not finite "
+            f"({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}); "
+            f"start again from an earlier checkpoint or from scratch"
+        )
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: cannot resume: the weights do not fit --model {payload['build_args']}: {error}"
+        ) from None
+    if is_weights_only(payload):
+        if context.is_main:
+            warnings.warn(
+                f"{path}: a weights-only export (no optimiser state): resuming its weights at step {step} with a fresh "
+                f"AdamW, the learning-rate schedule at step {step} and fresh random states; the result will not be "
+                f"bit-identical to an uninterrupted run",
+                stacklevel=3,
+            )
+        scheduler.last_epoch = step - 1
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose here
+            warnings.simplefilter("ignore", UserWarning)
+            scheduler.step()
+    else:
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+    if payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    return step
 
 
 def _check_resumable(payload: dict, config: TrainConfig, path: Path) -> None:
@@ -613,7 +804,7 @@ def _check_resumable(payload: dict, config: TrainConfig, path: Path) -> None:
                 f"{path}: cannot resume: the checkpoint was trained with {key}={stored[key]!r}, "
                 f"this run asks for {key}={getattr(config, key)!r}"
             )
-    if int(payload["step"]) > config.steps:
+    if int(payload.get("step") or 0) > config.steps:
         raise ValueError(f"{path}: cannot resume: the checkpoint is at step {payload['step']}, beyond steps={config.steps}")
 
 

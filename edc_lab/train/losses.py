@@ -9,15 +9,24 @@ of signal (DESIGN §2):
    a Charbonnier penalty ``sqrt((prediction - target)^2 + eps^2)`` (a smooth L1)
    compares it with the real cloud-free image, weighted ``1 + 5 * cloud_mask`` so
    that the pixels the head must *invent* count six times as much as the pixels
-   it only has to copy (the weight 5 is our choice; CloudSeg uses an unweighted
-   L1);
+   it only has to copy. The weight is CloudSeg's: its ``ECCharbonnierLoss``
+   (https://github.com/xufangchn/CloudSeg, ``StudentNet/losses.py``) computes
+   ``mean((1 + 5 * cloud_mask) * ((prediction - target)^2 + eps^2) ** 0.45)``,
+   ``eps = 1e-3``. Ours differs in the exponent (0.5, a true smooth L1, where
+   CloudSeg's 0.45 grows a little slower than ``|error|``) and in dividing by the
+   sum of the weights instead of the element count;
 3. **distillation** from a frozen *teacher*, the same network trained on
    cloud-free optical + SAR: the student's decoder features are pulled towards
    the teacher's with a masked mean-squared error (feature distillation, as in
    CloudSeg), and optionally its logits towards the teacher's with a
    temperature-softened KL divergence (Hinton et al. 2015, arXiv 1503.02531).
    Which pixels the feature loss looks at — all, only clear or only cloudy ones —
-   is a config value (``kd_region``) that notebook 05 compares; our choice.
+   is a config value (``kd_region``) that notebook 05 compares. CloudSeg's
+   ``MaskHint`` (same file) distils on clear pixels only:
+   ``mean((1 - cloud_mask) * (student - teacher)^2)`` on one map, the
+   full-resolution output of its cross-modal decoder, with weight 1 (so
+   ``kd_region="clear"`` here, except that CloudSeg divides by all pixels, not by
+   the clear ones); the default ``"all"`` and the choice of levels are ours.
 
 Each function returns a scalar tensor that can be back-propagated; the weights
 that combine them (``lambda_cr``, ``lambda_kd``, ``lambda_kl``, and ``lambda_cloud``
@@ -33,6 +42,8 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+
+from edc_lab.models.grid import pool_to_map
 
 IGNORE_INDEX = 255
 KD_REGIONS = ("all", "clear", "cloudy")
@@ -105,12 +116,15 @@ def region_weight(cloud_mask: torch.Tensor, size: tuple[int, int], region: str) 
         region: ``"all"`` (weight 1), ``"clear"`` (weight = clear fraction of the
             cell) or ``"cloudy"`` (weight = cloudy fraction of the cell).
 
-    Returns (B, 1, h, w). The mask is resized by *area averaging*
-    (``adaptive_avg_pool2d``), so a feature cell half covered by cloud gets 0.5.
+    Returns (B, 1, h, w). Each feature cell gets the cloudy fraction of the real
+    input pixels it covers (a cell half covered by cloud gets 0.5): the stride
+    ``s`` of the map is inferred from ``H / h`` and the mask is pooled over the
+    encoder's ``s x s`` cells, the bottom/right padding left out
+    (:func:`edc_lab.models.grid.pool_to_map`), not stretched onto ``(h, w)``.
     """
     if region not in KD_REGIONS:
         raise ValueError(f"kd_region: expected one of {KD_REGIONS}, found {region!r}")
-    cloud_fraction = F.adaptive_avg_pool2d(rearrange(cloud_mask.float(), "b h w -> b 1 h w"), size)
+    cloud_fraction = pool_to_map(rearrange(cloud_mask.float(), "b h w -> b 1 h w"), size)
     if region == "all":
         return torch.ones_like(cloud_fraction)
     if region == "clear":

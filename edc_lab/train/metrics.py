@@ -1,5 +1,12 @@
 """Metrics for segmentation under clouds, cloud removal and the discrepancy map.
 
+Every number is computed with **torchmetrics** (functional API,
+https://lightning.ai/docs/torchmetrics), the implementation readers use when
+they compare with papers. The formulas below are for the reader; each
+function's docstring names the torchmetrics function and says where its
+definition differs from the one we wrote by hand before, and
+``tests/test_metrics.py`` checks the two against hand-computed examples.
+
 Segmentation (standard definitions; DESIGN §2):
 
 * a **confusion matrix** ``C[t, p]`` counts pixels of true class t predicted as
@@ -17,12 +24,15 @@ Confusion matrices are *accumulated* over a whole test set before any ratio is
 taken (not averaged per image), separately for all pixels, pixels under cloud
 and clear pixels (``cloud_mask`` of the sample) — EDC's point is the cloudy ones.
 
-Cloud removal (standard definitions, data range 1):
+Cloud removal (standard definitions, data range 1 = reflectance in [0, 1]):
 
-* **PSNR** = 10 log10(1 / MSE) per image, averaged over images;
+* **PSNR** = 10 log10(1 / MSE) per image (MSE over bands and pixels), averaged
+  over images;
 * **SSIM** (Wang et al. 2004) with an 11×11 Gaussian window, σ = 1.5,
-  K1 = 0.01, K2 = 0.03, computed on the "valid" part of the image (no padding)
-  per band, averaged over bands, pixels and images;
+  K1 = 0.01, K2 = 0.03, per band, averaged over bands, pixels and images; the
+  image is reflect-padded by 5 pixels so that every pixel, the border included,
+  has an SSIM value (torchmetrics' border handling; before, only the "valid"
+  (H − 10) × (W − 10) part was averaged);
 * **SAM** (spectral angle mapper): the angle in degrees between predicted and
   true spectra (vectors over bands) per pixel, averaged.
 
@@ -37,9 +47,23 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
-from scipy.stats import rankdata
+from torchmetrics.functional.classification import binary_auroc, multiclass_confusion_matrix
+
+# The classification reducers below are the ``compute()`` step of torchmetrics'
+# MulticlassJaccardIndex / MulticlassF1Score / MulticlassAccuracy: they turn an
+# accumulated confusion matrix (or its TP, FP, TN, FN) into scores. The public
+# functional API only takes pixels, and we accumulate matrices over a test set.
+# They are private names: tests/test_metrics.py checks them against the public
+# multiclass_jaccard_index / multiclass_f1_score / multiclass_accuracy.
+from torchmetrics.functional.classification.accuracy import _accuracy_reduce
+from torchmetrics.functional.classification.f_beta import _fbeta_reduce
+from torchmetrics.functional.classification.jaccard import _jaccard_index_reduce
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    spectral_angle_mapper,
+    structural_similarity_index_measure,
+)
 
 IGNORE_INDEX = 255
 
@@ -55,19 +79,28 @@ def confusion_matrix(
 ) -> torch.Tensor:
     """(K, K) int64 counts, rows = true class, columns = predicted class.
 
+    ``C[t, p]`` = number of counted pixels with target t and prediction p.
+    Computed with torchmetrics ``multiclass_confusion_matrix`` (same convention:
+    rows = truth; its ``ignore_index`` drops the pixels whose *target* is
+    ``ignore_index``, whatever they were predicted as).
+
     Args:
         prediction, target: integer tensors of the same shape (any, e.g. (B, H, W)).
         mask: optional bool tensor of the same shape; only True pixels count.
     Pixels whose target is ``ignore_index`` never count. A target outside
-    [0, K) other than ``ignore_index`` is an error.
+    [0, K) other than ``ignore_index`` is an error, and so is a prediction
+    outside [0, K) (checked here, with a clear message, before torchmetrics).
     """
     if prediction.shape != target.shape:
         raise ValueError(f"confusion_matrix: prediction {tuple(prediction.shape)} vs target {tuple(target.shape)}")
-    keep = target != ignore_index
     if mask is not None:
-        keep = keep & mask.bool()
-    truth = target[keep].long()
-    guess = prediction[keep].long()
+        if mask.shape != target.shape:
+            raise ValueError(f"confusion_matrix: mask {tuple(mask.shape)} vs target {tuple(target.shape)}")
+        region = mask.bool()
+        prediction, target = prediction[region], target[region]  # (N,) the pixels of the region
+    prediction, target = prediction.long(), target.long()
+    counted = target != ignore_index
+    truth, guess = target[counted], prediction[counted]
     if truth.numel() and (truth.min() < 0 or truth.max() >= num_classes):
         raise ValueError(
             f"confusion_matrix: expected labels in [0, {num_classes}) or {ignore_index}, "
@@ -75,8 +108,10 @@ def confusion_matrix(
         )
     if guess.numel() and (guess.min() < 0 or guess.max() >= num_classes):
         raise ValueError(f"confusion_matrix: predictions outside [0, {num_classes})")
-    counts = torch.bincount(truth * num_classes + guess, minlength=num_classes * num_classes)
-    return rearrange(counts, "(t p) -> t p", t=num_classes).cpu()
+    counts = multiclass_confusion_matrix(
+        prediction, target, num_classes, ignore_index=ignore_index, validate_args=False
+    )  # (K, K), rows = truth
+    return counts.cpu()
 
 
 def segmentation_scores(confusion: torch.Tensor | np.ndarray) -> dict:
@@ -86,25 +121,40 @@ def segmentation_scores(confusion: torch.Tensor | np.ndarray) -> dict:
     (NaN for classes absent from truth and prediction), ``miou``, ``mean_f1``,
     ``oa`` (NaN when the matrix is empty), ``pixels`` (how many counted),
     ``present`` (the classes that entered the means).
+
+    Computed with torchmetrics: IoU and mIoU with ``_jaccard_index_reduce``
+    (average ``"none"`` / ``"macro"``), F1 and mean F1 with ``_fbeta_reduce``
+    (beta = 1), OA with ``_accuracy_reduce`` (average ``"micro"``) — the
+    ``compute()`` step of ``MulticlassJaccardIndex``, ``MulticlassF1Score`` and
+    ``MulticlassAccuracy``, applied to our accumulated matrix. Same conventions
+    as the formulas of the module docstring: the macro means give weight 0 to a
+    class absent from truth and prediction. Where torchmetrics writes 0 for such
+    a class's IoU/F1 (its ``zero_division``) we report NaN, and where it returns
+    0 for an empty matrix we return NaN. torchmetrics takes the IoU ratios in
+    float32: they agree with the float64 formulas to about 1e-7 (relative).
     """
-    matrix = np.asarray(confusion, dtype=np.float64)
-    true_positive = np.diag(matrix)
-    false_positive = matrix.sum(axis=0) - true_positive
-    false_negative = matrix.sum(axis=1) - true_positive
-    union = true_positive + false_positive + false_negative
-    present = union > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(present, true_positive / union, np.nan)
-        f1 = np.where(present, 2 * true_positive / (2 * true_positive + false_positive + false_negative), np.nan)
+    if isinstance(confusion, torch.Tensor):
+        matrix = confusion.detach().cpu().double()
+    else:
+        matrix = torch.as_tensor(np.asarray(confusion, dtype=np.float64))
+    true_positive = torch.diag(matrix)
+    false_positive = matrix.sum(dim=0) - true_positive
+    false_negative = matrix.sum(dim=1) - true_positive
+    true_negative = matrix.sum() - true_positive - false_positive - false_negative
+    counts = (true_positive, false_positive, true_negative, false_negative)
+    present = (true_positive + false_positive + false_negative) > 0
+    nan = torch.tensor(math.nan, dtype=torch.float64)
+    iou = torch.where(present, _jaccard_index_reduce(matrix, average="none").double(), nan)
+    f1 = torch.where(present, _fbeta_reduce(*counts, beta=1.0, average="none").double(), nan)
     total = matrix.sum()
     return {
         "iou": [float(v) for v in iou],
         "f1": [float(v) for v in f1],
-        "miou": float(np.nanmean(iou)) if present.any() else math.nan,
-        "mean_f1": float(np.nanmean(f1)) if present.any() else math.nan,
-        "oa": float(true_positive.sum() / total) if total > 0 else math.nan,
+        "miou": float(_jaccard_index_reduce(matrix, average="macro")) if present.any() else math.nan,
+        "mean_f1": float(_fbeta_reduce(*counts, beta=1.0, average="macro")) if present.any() else math.nan,
+        "oa": float(_accuracy_reduce(*counts, average="micro")) if total > 0 else math.nan,
         "pixels": int(total),
-        "present": [int(k) for k in np.flatnonzero(present)],
+        "present": [int(k) for k in torch.nonzero(present).flatten()],
     }
 
 
@@ -143,17 +193,33 @@ class SegmentationMeter:
 def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB of (B, C, H, W) images, averaged over images.
 
-    An image identical to its target has infinite PSNR (returned as ``inf``).
+    ``PSNR_i = 10 log10(L^2 / MSE_i)``, ``MSE_i`` the mean squared error of image
+    i over its bands and pixels, L = ``data_range``; the result is the mean of
+    ``PSNR_i`` over the batch. An image identical to its target has infinite
+    PSNR (returned as ``inf``).
+
+    Computed with torchmetrics ``peak_signal_noise_ratio(..., dim=(1, 2, 3))``, in
+    float64. The ``dim`` matters: torchmetrics' default (``dim=None``) pools the
+    squared errors of the whole batch into one MSE and takes one logarithm —
+    another number whenever the images' errors differ (the log of a mean is not
+    the mean of the logs), and one that would depend on the batch size in
+    :class:`CloudRemovalMeter`. Cloud-removal papers average PSNR per image, so
+    we ask torchmetrics for that.
     """
     if prediction.shape != target.shape or prediction.dim() != 4:
         raise ValueError(f"psnr: expected two (B, C, H, W) tensors, found {tuple(prediction.shape)}, {tuple(target.shape)}")
-    mse = (prediction.double() - target.double()).pow(2).mean(dim=(1, 2, 3))
-    per_image = 10.0 * torch.log10(data_range**2 / mse)
-    return float(per_image.mean())
+    per_image_mean = peak_signal_noise_ratio(
+        prediction.double(), target.double(), data_range=data_range, dim=(1, 2, 3), reduction="elementwise_mean"
+    )
+    return float(per_image_mean)
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """(size, size) normalised Gaussian, the SSIM window of Wang et al. 2004."""
+    """(size, size) normalised Gaussian, the SSIM window of Wang et al. 2004.
+
+    For the reader and the tests: :func:`ssim` lets torchmetrics build the same
+    window (``size = 2 int(3.5 sigma + 0.5) + 1``, 11 for sigma = 1.5).
+    """
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     profile = torch.exp(-(coords**2) / (2 * sigma**2))
     profile = profile / profile.sum()
@@ -173,40 +239,72 @@ def ssim(
 
     Local means, variances and covariance come from the Gaussian window (per
     band); ``SSIM = (2 mu_x mu_y + C1)(2 s_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2))``
-    with ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``, L = data_range.
+    with ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``, L = data_range; the map is
+    averaged over bands, pixels and images.
+
+    Computed with torchmetrics ``structural_similarity_index_measure`` (Gaussian
+    kernel, float64). Where it differs from the hand-written version we had:
+
+    * **border**: torchmetrics reflect-pads the images by ``window_size // 2``
+      pixels and averages the SSIM map over all H × W pixels; we used to average
+      only the "valid" (H − 10) × (W − 10) part, where the window lies inside the
+      image (as the reference MATLAB code and scikit-image do). The two agree
+      exactly on that inner part; the mean differs through the border pixels.
+      (torchmetrics 1.4.0 still cropped the border; pyproject.toml asks for
+      >= 1.5, which keeps it.)
+    * **window size**: torchmetrics derives the Gaussian window from sigma,
+      ``2 int(3.5 sigma + 0.5) + 1`` pixels (11 for sigma = 1.5), and ignores its
+      ``kernel_size``; a ``window_size`` that does not match is an error here.
+    * **data range**: we always pass L = ``data_range`` (1 for reflectance);
+      torchmetrics' default would estimate it from the images (max − min),
+      which makes the score depend on their content.
+    * torchmetrics clamps the local variances at 0 (round-off only).
     """
     if prediction.shape != target.shape or prediction.dim() != 4:
         raise ValueError(f"ssim: expected two (B, C, H, W) tensors, found {tuple(prediction.shape)}, {tuple(target.shape)}")
     if min(prediction.shape[-2:]) < window_size:
         raise ValueError(f"ssim: images of {tuple(prediction.shape[-2:])} are smaller than the {window_size}x{window_size} window")
-    channels = prediction.shape[1]
-    kernel = rearrange(gaussian_window(window_size, sigma), "h w -> 1 1 h w").repeat(channels, 1, 1, 1)
-    x, y = prediction.double(), target.double()
-
-    def local_mean(image: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(image, kernel.to(image.device), groups=channels)
-
-    mu_x, mu_y = local_mean(x), local_mean(y)
-    var_x = local_mean(x * x) - mu_x**2
-    var_y = local_mean(y * y) - mu_y**2
-    cov_xy = local_mean(x * y) - mu_x * mu_y
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return float(ssim_map.mean())
+    implied_size = 2 * int(3.5 * sigma + 0.5) + 1
+    if window_size != implied_size:
+        raise ValueError(
+            f"ssim: torchmetrics derives the Gaussian window from sigma ({sigma} gives {implied_size}x{implied_size}), "
+            f"found window_size={window_size}"
+        )
+    similarity = structural_similarity_index_measure(
+        prediction.double(),
+        target.double(),
+        gaussian_kernel=True,
+        sigma=sigma,
+        kernel_size=window_size,
+        data_range=data_range,
+        k1=k1,
+        k2=k2,
+        reduction="elementwise_mean",
+    )
+    return float(similarity)
 
 
 def spectral_angle(prediction: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> float:
     """Mean spectral angle (degrees) between (B, C, H, W) images, spectra along C.
 
-    Parallel spectra (any positive scale) give 0°, orthogonal ones 90°.
+    ``SAM = arccos(<x, y> / (|x| |y|))`` per pixel, averaged over pixels (and so
+    over images). Parallel spectra (any positive scale) give 0°, orthogonal
+    ones 90°.
+
+    Computed with torchmetrics ``spectral_angle_mapper`` (float64), which returns
+    **radians**: we convert to degrees, the unit cloud-removal papers report
+    (and ``edc-lab evaluate`` prints). A pixel whose predicted or true spectrum
+    is all zero has no direction: torchmetrics gives NaN there (so the mean is
+    NaN), where the hand-written version counted 90°; ``eps`` is no longer used
+    and is kept only so that old calls still work. torchmetrics needs C >= 2.
     """
-    if prediction.shape != target.shape or prediction.dim() != 4:
+    if prediction.shape != target.shape or prediction.dim() != 4 or prediction.shape[1] < 2:
         raise ValueError(
-            f"spectral_angle: expected two (B, C, H, W) tensors, found {tuple(prediction.shape)}, {tuple(target.shape)}"
+            "spectral_angle: expected two (B, C, H, W) tensors with C >= 2 bands, found "
+            f"{tuple(prediction.shape)}, {tuple(target.shape)}"
         )
-    x, y = prediction.double(), target.double()
-    cosine = (x * y).sum(dim=1) / (x.norm(dim=1) * y.norm(dim=1)).clamp_min(eps)
-    return float(torch.rad2deg(torch.arccos(cosine.clamp(-1.0, 1.0))).mean())
+    radians = spectral_angle_mapper(prediction.double(), target.double(), reduction="elementwise_mean")
+    return math.degrees(float(radians))
 
 
 class CloudRemovalMeter:
@@ -233,32 +331,51 @@ class CloudRemovalMeter:
 
 # --------------------------------------------------------------------------- discrepancy map
 def auroc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for the binary ``labels``, rank-based.
+    """Area under the ROC curve of ``scores`` for the binary ``labels``.
 
     AUROC = P(score of a random positive > score of a random negative), ties
     counting one half — the Mann–Whitney U statistic divided by n_pos · n_neg:
     ``(sum of the positives' ranks − n_pos (n_pos + 1) / 2) / (n_pos n_neg)``
     with average ranks for ties. Returns NaN when the labels are all one class
-    (the AUROC is undefined there: e.g. a scene without clouds).
+    (the AUROC is undefined there: e.g. a scene without clouds) or a score is NaN.
+
+    Computed with torchmetrics ``binary_auroc`` with ``thresholds=None``, the
+    exact (not binned) version: it sorts the scores and integrates the ROC curve
+    with the trapezoidal rule over the distinct score values. A block of tied
+    scores is one diagonal step of that curve, and its trapezoid is exactly the
+    "ties count one half" of Mann–Whitney, so both give the same number; it is
+    not bit-identical, since torchmetrics takes the rates and the trapezoids in
+    float32 (agreement to about 1e-7). Two torchmetrics habits we step around:
+    scores outside [0, 1] would be read as logits and squashed by a sigmoid,
+    which in floating point merges large distinct scores into ties — those are
+    first replaced by their dense ranks (the AUROC only depends on the order);
+    and one-class labels would give a warning and 0, not NaN.
     """
-    scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).ravel().astype(bool)
+    scores = scores.detach().cpu() if isinstance(scores, torch.Tensor) else torch.as_tensor(np.asarray(scores))
+    labels = labels.detach().cpu() if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    scores, labels = scores.flatten(), labels.flatten().bool()
     if scores.shape != labels.shape:
-        raise ValueError(f"auroc: {scores.size} scores but {labels.size} labels")
+        raise ValueError(f"auroc: {scores.numel()} scores but {labels.numel()} labels")
+    if scores.dtype not in (torch.float32, torch.float64):
+        scores = scores.double()  # integers, float16/bfloat16: exact in float64
     positives = int(labels.sum())
-    negatives = labels.size - positives
-    if positives == 0 or negatives == 0:
+    if positives == 0 or positives == labels.numel() or bool(scores.isnan().any()):
         return math.nan
-    ranks = rankdata(scores, method="average")
-    u_statistic = ranks[labels].sum() - positives * (positives + 1) / 2
-    return float(u_statistic / (positives * negatives))
+    if bool((scores < 0).any() or (scores > 1).any()):
+        distinct, dense_rank = torch.unique(scores, return_inverse=True)
+        scores = dense_rank.double() / max(distinct.numel() - 1, 1)  # same order, same ties, in [0, 1]
+    return float(binary_auroc(scores, labels.long(), thresholds=None, validate_args=False))
 
 
 def discrepancy_targets(discrepancy: torch.Tensor, cloud_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pair a (B, 1, h, w) discrepancy map with the cloud mask on its grid.
 
-    The (B, H, W) mask is area-averaged to (h, w) and a cell counts as cloudy
-    when more than half of it is cloud. Returns flat (scores, labels) for :func:`auroc`.
+    Each cell of the map gets the cloudy fraction of the real input pixels it
+    covers (stride inferred from the sizes, mask pooled over the encoder's cells,
+    padding left out: :func:`edc_lab.models.grid.pool_to_map`); a cell counts as
+    cloudy when more than half of it is cloud. Returns flat (scores, labels) for :func:`auroc`.
     """
-    fraction = F.adaptive_avg_pool2d(rearrange(cloud_mask.float(), "b h w -> b 1 h w"), discrepancy.shape[-2:])
+    from edc_lab.models.grid import pool_to_map
+
+    fraction = pool_to_map(rearrange(cloud_mask.float(), "b h w -> b 1 h w"), discrepancy.shape[-2:])
     return discrepancy.detach().float().flatten().cpu(), (fraction > 0.5).flatten().cpu()
