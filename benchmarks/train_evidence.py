@@ -12,6 +12,7 @@ For each training seed this script trains, with the same loop and profile
                      maps against the cloud mask (``lambda_cloud = 1``): DCHF with a D
                      that is taught where the clouds are (an ablation, DESIGN §1);
 * ``edc_no_dchf``    EDC with fusion = plain sum (no discrepancy map), no distillation;
+* ``dense_edc``      EDC with dense attention instead of carrier tokens (capacity-matched), no distillation;
 * ``early_fusion``, ``optical_only``, ``sar_only``: baselines, no distillation.
 
 Every model is then evaluated on a held-out synthetic test split with heavy
@@ -50,6 +51,7 @@ RUNS = [
     ("student_no_kd", "edc_tiny", "student", {"lambda_kd": 0.0}),
     ("student_d_supervised", "edc_tiny", "student", {"lambda_kd": 0.0, "lambda_cloud": 1.0}),
     ("edc_no_dchf", "edc_no_dchf", "student", {"lambda_kd": 0.0}),
+    ("dense_edc", "dense_edc", "student", {"lambda_kd": 0.0}),
     ("early_fusion", "early_fusion", "student", {"lambda_kd": 0.0}),
     ("optical_only", "optical_only", "student", {"lambda_kd": 0.0}),
     ("sar_only", "sar_only", "student", {"lambda_kd": 0.0}),
@@ -175,6 +177,7 @@ def write_report(results: dict, args) -> None:
              ("student_no_kd", "edc_no_dchf", "DCHF: student_no_kd − edc_no_dchf"),
              ("student_d_supervised", "student_no_kd", "supervising D: student_d_supervised − student_no_kd"),
              ("student_d_supervised", "edc_no_dchf", "DCHF with supervised D: student_d_supervised − edc_no_dchf"),
+             ("student_no_kd", "dense_edc", "carrier tokens vs dense attention: student_no_kd − dense_edc"),
              ("student_no_kd", "early_fusion", "EDC (no KD) − early_fusion")]
     lines += ["", "Paired differences (same seed, same data), mIoU points:", "",
               "| comparison | all | cloudy | clear |", "|---|---|---|---|"]
