@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from edc_lab.data.datasets import build_dataset
-from edc_lab.explain import modality_shares, pixel_attributions
+from edc_lab.explain import class_on_both_sides, modality_shares, pixel_attributions
 from edc_lab.models import build_model
 from edc_lab.train import load_checkpoint, make_config
 
@@ -59,27 +59,10 @@ MODELS = [
 ]
 
 
-def choose_target(label: torch.Tensor, cloud_mask: torch.Tensor, num_classes: int) -> tuple[int, int]:
-    """The class with the most pixels on both sides of the cloud edge, and that smaller count."""
-    cloudy, valid = cloud_mask.bool(), label != 255
-    counts = []
-    for klass in range(num_classes):
-        of_class = (label == klass) & valid
-        counts.append(min(int((of_class & cloudy).sum()), int((of_class & ~cloudy).sum())))
-    best = int(np.argmax(counts))
-    return best, counts[best]
-
-
-def sar_share_of_decision(values: dict) -> float:
-    magnitude = {name: abs(float(value[0])) for name, value in values.items()}
-    total = sum(magnitude.values())
-    return (magnitude["sar_cloudy"] + magnitude["sar_clear"]) / total if total > 0 else float("nan")
-
-
 def explain_model(model, scenes, num_classes: int, min_pixels: int) -> dict:
     shares = {"cloudy": [], "clear": []}
     for sample in scenes:
-        target, count = choose_target(sample["label"], sample["cloud_mask"], num_classes)
+        target, count = class_on_both_sides(sample["label"], sample["cloud_mask"], num_classes)
         if count < min_pixels:
             continue
         cloudy = sample["cloud_mask"].bool()
@@ -87,7 +70,7 @@ def explain_model(model, scenes, num_classes: int, min_pixels: int) -> dict:
         for region_name, region in (("cloudy", of_class & cloudy), ("clear", of_class & ~cloudy)):
             result = modality_shares(model, sample["optical"][None], sample["sar"][None], sample["cloud_mask"],
                                      target, region, method="shapley", baseline="blur")
-            shares[region_name].append(sar_share_of_decision(result.values))
+            shares[region_name].append(float(result.sar_share[0]))
     return {region: float(np.mean(values)) for region, values in shares.items()} | {"scenes": len(shares["cloudy"])}
 
 

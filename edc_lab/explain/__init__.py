@@ -15,7 +15,8 @@ and split the model's score for it between the inputs.
   ablation) of four groups: optical/SAR x in-cloud/clear, and the SAR shares;
 * ``layers``: ``layer_contributions`` — Layer Integrated Gradients or Grad-CAM
   on each encoder stage's fused features and DCHF's gates;
-* ``plots``: the maps side by side, the group shares, the stages.
+* ``plots``: the maps side by side, the group shares, the stages;
+* ``widget``: the explorer of notebook 07 (model, class, region, method, baseline).
 
 Integrated Gradients: Sundararajan, Taly and Yan, "Axiomatic Attribution for
 Deep Networks", ICML 2017, https://arxiv.org/abs/1703.01365. Every attribution
@@ -33,7 +34,14 @@ Example::
 """
 
 from edc_lab.explain.baselines import BASELINES, BLUR_SIGMA, gaussian_blur, make_baselines
-from edc_lab.explain.groups import GROUP_METHODS, GROUPS, ModalityShares, modality_feature_masks, modality_shares
+from edc_lab.explain.groups import (
+    GROUP_METHODS,
+    GROUPS,
+    ModalityShares,
+    class_on_both_sides,
+    modality_feature_masks,
+    modality_shares,
+)
 from edc_lab.explain.layers import (
     LAYER_METHODS,
     LayerContributions,
@@ -44,6 +52,7 @@ from edc_lab.explain.layers import (
 from edc_lab.explain.pixels import PIXEL_METHODS, PixelAttributions, pixel_attributions
 from edc_lab.explain.plots import plot_attribution_maps, plot_layer_contributions, plot_modality_shares
 from edc_lab.explain.region import OUTPUTS, RegionScore
+from edc_lab.explain.widget import REGION_CHOICES, attribution_view, attribution_widget, region_for
 
 __all__ = [
     "RegionScore",
@@ -58,6 +67,7 @@ __all__ = [
     "GROUPS",
     "GROUP_METHODS",
     "ModalityShares",
+    "class_on_both_sides",
     "modality_feature_masks",
     "modality_shares",
     "LAYER_METHODS",
@@ -68,4 +78,8 @@ __all__ = [
     "plot_attribution_maps",
     "plot_modality_shares",
     "plot_layer_contributions",
+    "REGION_CHOICES",
+    "region_for",
+    "attribution_view",
+    "attribution_widget",
 ]

@@ -55,7 +55,14 @@ from torch import nn
 from edc_lab.explain.baselines import BLUR_SIGMA, BaselineSpec, make_baselines
 from edc_lab.explain.region import Region, RegionScore
 
-__all__ = ["GROUPS", "GROUP_METHODS", "ModalityShares", "modality_feature_masks", "modality_shares"]
+__all__ = [
+    "GROUPS",
+    "GROUP_METHODS",
+    "ModalityShares",
+    "class_on_both_sides",
+    "modality_feature_masks",
+    "modality_shares",
+]
 
 GROUPS = ("optical_cloudy", "optical_clear", "sar_cloudy", "sar_clear")
 GROUP_METHODS = ("shapley", "shapley_sampling", "ablation")
@@ -117,6 +124,17 @@ class ModalityShares:
         return sar.abs() / (optical.abs() + sar.abs())
 
     @property
+    def sar_share(self) -> torch.Tensor:
+        """The SAR share of the whole decision, ``(|v_sar_cloudy| + |v_sar_clear|) / sum_g |v_g|``, ``(B,)``.
+
+        With the region set to the cloudy (or the clear) pixels of a class, this is "how much of
+        the decision about those pixels comes from the radar": EDC's promise is that it is larger
+        for pixels under clouds.
+        """
+        sar = self.values["sar_cloudy"].abs() + self.values["sar_clear"].abs()
+        return sar / sum(self.values[g].abs() for g in GROUPS)
+
+    @property
     def sar_share_cloudy(self) -> torch.Tensor:
         """``|v_sar_cloudy| / (|v_optical_cloudy| + |v_sar_cloudy|)``, ``(B,)``."""
         return self._sar_share(self.values["optical_cloudy"], self.values["sar_cloudy"])
@@ -130,6 +148,7 @@ class ModalityShares:
         """Plain floats for one sample: the four values, their shares and the two SAR shares."""
         out = {f"value_{g}": float(self.values[g][sample]) for g in GROUPS}
         out.update({f"share_{g}": float(share[sample]) for g, share in self.shares.items()})
+        out["sar_share"] = float(self.sar_share[sample])
         out["sar_share_cloudy"] = float(self.sar_share_cloudy[sample])
         out["sar_share_clear"] = float(self.sar_share_clear[sample])
         out["score"] = float(self.score[sample])
@@ -216,3 +235,26 @@ def modality_shares(
         baseline=baseline if isinstance(baseline, str) else "custom",
         units=output,
     )
+
+
+def class_on_both_sides(label: torch.Tensor, cloud_mask: torch.Tensor, num_classes: int,
+                        ignore_index: int = 255) -> tuple[int, int]:
+    """The class with the most pixels on *both* sides of the cloud edge, and that count.
+
+    ``label (H, W)`` and ``cloud_mask (H, W)``: for each class, ``min(cloudy pixels, clear pixels)``;
+    returns ``(class, count)`` of the largest. Explaining this class once over its cloudy pixels
+    and once over its clear pixels compares like with like (the same land cover, with and without
+    a cloud above it). ``ignore_index`` pixels count for no class.
+    """
+    label, cloudy = torch.as_tensor(label), torch.as_tensor(cloud_mask) != 0
+    if label.shape != cloudy.shape or label.dim() != 2:
+        raise ValueError(
+            f"class_on_both_sides: expected label and cloud_mask of one shape (H, W), found "
+            f"{tuple(label.shape)} and {tuple(cloudy.shape)}"
+        )
+    counts = []
+    for klass in range(num_classes):
+        of_class = (label == klass) & (label != ignore_index)
+        counts.append(min(int((of_class & cloudy).sum()), int((of_class & ~cloudy).sum())))
+    best = max(range(num_classes), key=counts.__getitem__)
+    return best, counts[best]

@@ -24,7 +24,7 @@ from edc_lab.explain.pixels import PixelAttributions
 
 __all__ = ["plot_attribution_maps", "plot_modality_shares", "plot_layer_contributions"]
 
-DPI = 110
+DPI = 100
 _GROUP_LABELS = {
     "optical_cloudy": "optical\nin cloud",
     "optical_clear": "optical\nclear",
@@ -50,6 +50,7 @@ def plot_attribution_maps(
     region=None,
     title: str | None = None,
     cmap: str = "RdBu_r",
+    levels: int = 21,
 ):
     """Optical and SAR attributions of one sample, summed over bands, side by side.
 
@@ -59,6 +60,8 @@ def plot_attribution_maps(
         sample: which sample of the batch.
         region: ``(H, W)`` boolean mask of the explained region, outlined in green; optional.
         title: figure title (default: method, baseline, F(x) - F(b)).
+        cmap, levels: a diverging colour map cut into ``levels`` steps (odd, so 0 has its own
+            colour); steps read as values more easily than a continuous ramp and keep the PNG small.
 
     Returns the matplotlib ``Figure``: two panels with one shared symmetric colour range and a
     colourbar in "attribution (<units> units)".
@@ -68,9 +71,9 @@ def plot_attribution_maps(
     limit = max(np.abs(optical).max(), np.abs(sar).max())
     limit = limit if limit > 0 else 1.0
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.6), dpi=DPI, constrained_layout=True)
+    figure, axes = plt.subplots(1, 2, figsize=(7.4, 3.2), dpi=DPI, constrained_layout=True)
     for axis, image, name in zip(axes, (optical, sar), ("optical (sum over bands)", "SAR (sum over channels)")):
-        shown = axis.imshow(image, cmap=cmap, norm=norm, interpolation="nearest")
+        shown = axis.imshow(image, cmap=plt.get_cmap(cmap, levels), norm=norm, interpolation="nearest")
         if cloud_mask is not None:
             mask = _numpy(cloud_mask)
             mask = mask[sample] if mask.ndim == 3 else mask
@@ -102,7 +105,7 @@ def plot_modality_shares(shares: ModalityShares, sample: int = 0, title: str | N
     Returns the matplotlib ``Figure``; the title gives the SAR share inside and outside clouds.
     """
     summary = shares.summary(sample)
-    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=DPI, constrained_layout=True)
+    figure, axis = plt.subplots(figsize=(5.6, 3.6), dpi=DPI, constrained_layout=True)
     heights = [summary[f"share_{g}"] for g in GROUPS]
     bars = axis.bar(
         [_GROUP_LABELS[g] for g in GROUPS], heights, color=[_GROUP_COLOURS[g] for g in GROUPS], edgecolor="black"
@@ -133,7 +136,7 @@ def plot_layer_contributions(layers: LayerContributions, sample: int = 0, title:
     names = list(layers.totals)
     values = [float(layers.totals[name][sample]) for name in names]
     colours = ["#3182bd" if layers.kinds[name] == "stage" else "#e6550d" for name in names]
-    figure, axis = plt.subplots(figsize=(6.4, 0.35 * len(names) + 1.6), dpi=DPI, constrained_layout=True)
+    figure, axis = plt.subplots(figsize=(5.6, 0.3 * len(names) + 1.4), dpi=DPI, constrained_layout=True)
     axis.barh(names, values, color=colours, edgecolor="black")
     axis.invert_yaxis()
     axis.axvline(0.0, color="black", linewidth=0.8)
