@@ -52,8 +52,8 @@ import torch
 from captum.attr import FeatureAblation, ShapleyValues, ShapleyValueSampling
 from torch import nn
 
-from edc_lab.explain.baselines import BLUR_SIGMA, BaselineSpec, make_baselines
-from edc_lab.explain.region import Region, RegionScore
+from edc_lab.explain.baselines import BLUR_SIGMA, BaselineSpec
+from edc_lab.explain.region import Region, explanation_inputs
 
 __all__ = [
     "GROUPS",
@@ -191,8 +191,9 @@ def modality_shares(
     """
     if method not in GROUP_METHODS:
         raise ValueError(f"modality_shares: method must be one of {GROUP_METHODS}, found {method!r}")
-    score_fn = RegionScore(model, target, region, output=output)
-    region_args = score_fn.forward_args(optical, sar)
+    score_fn, region_args, inputs, baselines = explanation_inputs(
+        model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma
+    )
     batch, _, height, width = optical.shape
     cloud_mask = torch.as_tensor(cloud_mask).to(optical.device)
     if tuple(cloud_mask.shape[-2:]) != (height, width) or cloud_mask.dim() == 3 and cloud_mask.shape[0] != batch:
@@ -201,8 +202,6 @@ def modality_shares(
             f"({batch}, {height}, {width}), found {tuple(cloud_mask.shape)}"
         )
     feature_mask = modality_feature_masks(cloud_mask, batch)
-    inputs = (optical.detach(), sar.detach())
-    baselines = make_baselines(baseline, inputs[0], inputs[1], optical_clear, sigma=blur_sigma)
     common = dict(
         baselines=baselines,
         additional_forward_args=region_args,

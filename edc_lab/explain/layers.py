@@ -46,8 +46,8 @@ import torch
 from captum.attr import LayerGradCam, LayerIntegratedGradients
 from torch import nn
 
-from edc_lab.explain.baselines import BLUR_SIGMA, BaselineSpec, make_baselines
-from edc_lab.explain.region import Region, RegionScore
+from edc_lab.explain.baselines import BLUR_SIGMA, BaselineSpec
+from edc_lab.explain.region import Region, explanation_inputs
 
 __all__ = ["LAYER_METHODS", "LayerContributions", "find_stage_layers", "find_gate_layers", "layer_contributions"]
 
@@ -151,10 +151,9 @@ def layer_contributions(
     """
     if method not in LAYER_METHODS:
         raise ValueError(f"layer_contributions: method must be one of {LAYER_METHODS}, found {method!r}")
-    score_fn = RegionScore(model, target, region, output=output)
-    region_args = score_fn.forward_args(optical, sar)
-    inputs = (optical.detach(), sar.detach())
-    baselines = make_baselines(baseline, inputs[0], inputs[1], optical_clear, sigma=blur_sigma)
+    score_fn, region_args, inputs, baselines = explanation_inputs(
+        model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma
+    )
     stages = stage_layers if stage_layers is not None else find_stage_layers(model)
     gates = find_gate_layers(model) if include_gates else {}
     totals, maps, kinds, gate_deltas = {}, {}, {}, {}

@@ -41,8 +41,8 @@ import torch
 from captum.attr import GradientShap, InputXGradient, IntegratedGradients
 from torch import nn
 
-from edc_lab.explain.baselines import BLUR_SIGMA, BaselineSpec, make_baselines
-from edc_lab.explain.region import Region, RegionScore
+from edc_lab.explain.baselines import BLUR_SIGMA, BaselineSpec
+from edc_lab.explain.region import Region, explanation_inputs
 
 __all__ = ["PIXEL_METHODS", "PixelAttributions", "pixel_attributions"]
 
@@ -126,10 +126,9 @@ def pixel_attributions(
         blur_sigma: sigma of the ``"blur"`` baseline, in pixels.
     """
     _check_method(method)
-    score_fn = RegionScore(model, target, region, output=output)
-    region_args = score_fn.forward_args(optical, sar)
-    inputs = (optical.detach(), sar.detach())
-    baselines = make_baselines(baseline, inputs[0], inputs[1], optical_clear, sigma=blur_sigma)
+    score_fn, region_args, inputs, baselines = explanation_inputs(
+        model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma
+    )
     baseline_name = baseline if isinstance(baseline, str) else "custom"
     delta = None
     if method == "integrated_gradients":

@@ -236,3 +236,20 @@ class RegionScore(nn.Module):
         # tie both inputs into the graph: an ignored input gets an exact zero gradient, not an autograd error
         unused = optical.sum(dim=(1, 2, 3)) + sar.sum(dim=(1, 2, 3))
         return score + 0.0 * unused
+
+
+def explanation_inputs(model: nn.Module, optical: torch.Tensor, sar: torch.Tensor, target: int, region: Region,
+                       output: str, baseline, optical_clear, blur_sigma: float):
+    """What every captum call of ``edc_lab.explain`` starts from.
+
+    Returns ``(score_fn, region_args, inputs, baselines)``: the ``RegionScore``, its
+    ``additional_forward_args``, the detached ``(optical, sar)`` and the baseline pair
+    (``edc_lab.explain.baselines.make_baselines``).
+    """
+    from edc_lab.explain.baselines import make_baselines
+
+    score_fn = RegionScore(model, target, region, output=output)
+    region_args = score_fn.forward_args(optical, sar)
+    inputs = (optical.detach(), sar.detach())
+    baselines = make_baselines(baseline, inputs[0], inputs[1], optical_clear, sigma=blur_sigma)
+    return score_fn, region_args, inputs, baselines
