@@ -156,3 +156,42 @@ def test_auroc_scores_each_input_pixel_with_the_cell_that_covers_it():
     assert discrepancy_auroc(discrepancy, mask) == 1.0
     with pytest.raises(ValueError, match="power-of-two"):
         discrepancy_auroc(torch.zeros(1, 1, 3, 3), mask)
+
+
+def test_monotone_discrepancy_can_only_grow_with_the_disagreement():
+    torch.manual_seed(0)
+    free, monotone = DiscrepancyMap(8), DiscrepancyMap(8, monotone=True)
+    monotone.load_state_dict(free.state_dict())  # same parameters, same names
+    with torch.no_grad():
+        free.score.weight.copy_(torch.linspace(-1.0, 1.0, 8).view(1, 8, 1, 1))
+        monotone.score.weight.copy_(free.score.weight)
+    optical, sar = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5)
+    disagreement = torch.stack(monotone.embed(optical, sar)).diff(dim=0)[0].abs()
+    weights = torch.nn.functional.softplus(monotone.score.weight).view(1, 8, 1, 1) / 8
+    torch.testing.assert_close(monotone.monotone_weight(), weights)
+    expected = (weights * disagreement).sum(1, keepdim=True) + monotone.score.bias.view(1, 1, 1, 1)
+    torch.testing.assert_close(monotone.logits(optical, sar), expected)
+    # the free map with a negative weight lowers D as that channel disagrees more; the monotone never
+    channel = torch.zeros(1, 8, 1, 1)
+    channel[0, 0] = 1.0  # the most negative free weight
+    more = disagreement + channel
+    assert (free.score(more) < free.score(disagreement)).all()
+    assert (torch.nn.functional.conv2d(more, weights.view(1, 8, 1, 1), monotone.score.bias) >= expected).all()
+    # gradients reach the raw weights through the softplus
+    monotone.logits(optical, sar).sum().backward()
+    assert monotone.score.weight.grad is not None and monotone.score.weight.grad.abs().min() > 0
+    # a fresh monotone map is not saturated (a sum over channels would give D = 1 everywhere)
+    fresh = DiscrepancyMap(64, monotone=True)
+    d = fresh(torch.randn(2, 64, 6, 6), torch.randn(2, 64, 6, 6))
+    assert 0.05 < d.min() and d.max() < 0.95 and d.std() > 0
+
+
+def test_edc_discrepancy_option_builds_monotone_maps_and_refuses_unknown_values():
+    from edc_lab.models import build_model
+
+    model = build_model("edc_tiny", discrepancy="monotone")
+    assert all(fusion.discrepancy.monotone for fusion in model.encoder.fusions)
+    assert model.build_args["discrepancy"] == "monotone"
+    assert not any(fusion.discrepancy.monotone for fusion in build_model("edc_tiny").encoder.fusions)
+    with pytest.raises(ValueError, match=r"discrepancy.*'free' or 'monotone'.*'signed'"):
+        build_model("edc_tiny", discrepancy="signed")

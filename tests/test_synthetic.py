@@ -88,11 +88,15 @@ def test_speckle_has_gamma_statistics_of_four_looks():
 @pytest.mark.parametrize("cover", [0.0, 0.15, 0.5, 0.85, 1.0])
 def test_cloud_cover_is_hit_and_clear_image_is_kept(cover):
     for seed in range(3):
-        ds = synthetic_scene(seed, 64, cloud_cover=cover, shadows=False)
+        ds = synthetic_scene(seed, 64, cloud_cover=cover, shadows=False, haze=0.0)
         assert abs(float(ds.cloud_mask.mean()) - cover) <= 0.05
         assert ds.attrs["cloud_cover"] == pytest.approx(float(ds.cloud_mask.mean()))
         clear = ~ds.cloud_mask.values
         assert np.array_equal(ds.optical.values[:, clear], ds.optical_clear.values[:, clear])
+        # with the default haze the clear ground is veiled (brighter in blue), the mask unchanged
+        hazy = synthetic_scene(seed, 64, cloud_cover=cover, shadows=False)
+        assert np.array_equal(hazy.cloud_mask.values, ds.cloud_mask.values)
+        assert np.array_equal(hazy.optical_clear.values, ds.optical_clear.values)
 
 
 def test_vv_only_is_the_vv_plane_of_the_dual_pol_scene():
@@ -272,3 +276,57 @@ def test_generation_speed_under_test_load():
     finally:
         torch.set_num_threads(threads)
     assert rate >= 15, f"{rate:.1f} scenes/s"
+
+
+def test_context_family_is_the_default_scene_with_per_scene_band_gains():
+    from edc_lab.data.synthetic import CONTEXT_GAIN, context_gains, scene_arrays
+
+    for seed in (0, 5, 17):
+        plain = scene_arrays(seed, 64, 0.5, family="default")
+        shifted = scene_arrays(seed, 64, 0.5, family="context")
+        # same land cover, SAR and clouds, seed for seed
+        assert np.array_equal(plain.label, shifted.label) and np.array_equal(plain.sar, shifted.sar)
+        assert np.array_equal(plain.cloud_mask, shifted.cloud_mask)
+        gains = context_gains(seed)
+        assert gains.shape == (4,) and np.all((1 / CONTEXT_GAIN <= gains) & (gains <= CONTEXT_GAIN))
+        expected = np.clip(plain.optical_clear * gains[:, None, None], 0, 1)
+        np.testing.assert_allclose(shifted.optical_clear, expected, rtol=2e-6, atol=1e-7)
+    # gains differ between scenes and bands (a spectral shift, not only a brightness change)
+    table = np.array([context_gains(seed) for seed in range(50)])
+    assert table.std(axis=0).min() > 0.2 and np.log(table).mean() == pytest.approx(0.0, abs=0.15)
+    assert synthetic_scene(3, 32, family="context").attrs["family"] == "context"
+
+
+def test_context_family_needs_the_scene_to_read_the_optical():
+    """Single-pixel optical evidence loses accuracy in the context family; knowing the
+    scene's gains gives it back (the family's design claim)."""
+    from edc_lab.data.synthetic import context_gains, scene_arrays
+
+    def features(family, seeds, normalise=False):
+        pixels, labels = [], []
+        for seed in seeds:
+            scene = scene_arrays(seed, 128, 0.0, family=family)
+            optical = scene.optical_clear / (context_gains(seed)[:, None, None] if normalise else 1.0)
+            pixels.append(np.log(np.maximum(optical.reshape(4, -1).T, 1e-3)))
+            labels.append(scene.label.ravel())
+        return np.concatenate(pixels), np.concatenate(labels)
+
+    def balanced_accuracy(train, test):
+        (x, y), (u, v) = train, test
+        means = np.array([x[y == c].mean(axis=0) for c in range(7)])
+        predicted = np.argmin(((u[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+        return np.mean([(predicted[v == c] == c).mean() for c in range(7) if (v == c).any()])
+
+    train, test = range(20), range(100, 120)  # the measurement quoted in the module docstring
+    default = balanced_accuracy(features("default", train), features("default", test))
+    context = balanced_accuracy(features("context", train), features("context", test))
+    undone = balanced_accuracy(features("context", train, True), features("context", test, True))
+    assert context < default - 0.05
+    assert undone == pytest.approx(default, abs=0.01)
+
+
+def test_unknown_family_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"family.*'default', 'context'.*'cloudy'"):
+        synthetic_scene(0, 32, family="cloudy")
+    with pytest.raises(ValueError, match="family"):
+        SyntheticScenes(2, 32, family="cloudy")

@@ -29,7 +29,7 @@ from edc_lab.data.sample import (
     to_torch,
 )
 from edc_lab.data.paths import SAMPLE_DATA, m3mcr_sample_dir, shared_data_dir
-from edc_lab.data.clouds import CloudResult, add_clouds, fractal_noise
+from edc_lab.data.clouds import CloudResult, add_clouds, cloud_statistics, fractal_noise
 from edc_lab.data.synthetic import SyntheticScenes, synthetic_scene
 from edc_lab.data.transforms import CenterCrop, Compose, RandomCrop, RandomFlip, RandomRotate90
 from edc_lab.data.io import Raster, align_to, read_cloud_mask, read_geotiff
@@ -56,6 +56,7 @@ __all__ = [
     "shared_data_dir",
     "CloudResult",
     "add_clouds",
+    "cloud_statistics",
     "fractal_noise",
     "SyntheticScenes",
     "synthetic_scene",

@@ -1,4 +1,4 @@
-"""Cloud synthesis: put realistic clouds (and their shadows) on any clear optical image.
+"""Cloud synthesis: put realistic clouds, haze and shadows on any clear optical image.
 
 The idea in plain words
 -----------------------
@@ -11,22 +11,34 @@ the number measured on cloud images (about 5/3 to 3 for real clouds; we use
 2.2). In two dimensions that is a power spectral density ``1 / f**(beta + 1)``,
 so the Fourier amplitudes scale as ``f**(-(beta + 1) / 2)``.
 
+A real cloudy scene is not a white blob on a clear image. Inside the cloud
+mask of the real M3M-CR tile in ``../shared/data`` the mean reflectance is
+0.24 / 0.25 / 0.24 / 0.31 (blue, green, red, NIR: the NIR of the vegetation
+below still shows through), with a standard deviation of 0.10-0.12 per band,
+and a haze veil brightens the whole scene outside the mask too (blue 0.16
+against 0.06 in the cloud-free image). So the model has four layers:
+
 1. **Where** is cloud? Threshold the fractal field. The threshold is the
    field's own quantile, so the binary mask covers *exactly* the requested
    fraction of pixels (up to ties, which a continuous field does not have).
 2. **How thick?** Above the threshold the opacity ramps up from thin to
    ``thickness``: the ``thin_fraction`` of cloudy pixels nearest the threshold
-   (cloud edges and the isolated wisps where the field only just crosses it)
-   form thin, semi-transparent cloud; the rest are opaque cores.
-3. **How does it look?** A cloud is a bright, spectrally flat reflector
-   (slightly brighter in blue) seen through with transparency ``1 - opacity``::
-
-       cloudy = (1 - opacity) * optical + opacity * cloud_reflectance
-
+   (cloud edges, veils and wisps) are semi-transparent, the rest are opaque
+   cores. A second, rougher fractal field (``texture``) modulates both the
+   opacity of the thin cloud and the brightness of the cloud tops, so a cloud
+   is textured, not a flat colour: no single pixel value says "cloud".
+3. **Haze**: a smooth veil of opacity about ``haze`` over the *whole* scene
+   (outside the mask too), with a blue-heavy path-radiance colour. It is not
+   part of the cloud mask (as in M3M-CR, whose masks mark clouds, not haze).
+   Haze comes with clouds: at ``cover = 0`` the image is returned unchanged.
 4. **Shadows** (optional): the sun casts the cloud onto the ground a few pixels
    away, so the shadow is the opacity field displaced along a random sun
-   direction, darkening the image only where the ground is *not* itself under
-   cloud.
+   direction, darkening the ground only where it is *not* itself under cloud.
+
+The image is composed from the ground up (ground, shadow, haze, cloud)::
+
+    hazy   = (1 - h) * shade * optical + h * haze_reflectance
+    cloudy = (1 - opacity) * hazy + opacity * top_brightness * cloud_reflectance
 
 Whose idea is it
 ----------------
@@ -34,8 +46,10 @@ Fractal cloud synthesis is a common practice in cloud-removal and
 cloud-robust segmentation studies (the EDC paper, arXiv 2603.20811, and its
 predecessor CloudSeg evaluate on real clouds (M3M-CR) and on clouds synthesised
 on WHU-OPT-SAR's clear images). The specific recipe here (quantile threshold,
-thin ramp, shadow by displacement, the cloud reflectance numbers) is our
-choice; it is a teaching model of clouds, not a radiative-transfer model.
+thin ramp, texture, haze veil, shadow by displacement, the reflectance
+numbers and the default ranges, chosen so that the statistics inside and
+outside the mask span the real tile's; notebook 01 plots both) is our choice;
+it is a teaching model of clouds, not a radiative-transfer model.
 
 Everything is seeded with ``numpy.random.default_rng(seed)``: the same seed
 gives the same clouds, bit for bit.
@@ -48,30 +62,54 @@ from typing import NamedTuple
 
 import numpy as np
 
-#: Cloud top reflectance per band (blue, green, red, nir): bright, nearly flat,
-#: a little higher in blue (our choice, typical of thick water clouds).
+#: Cloud top reflectance per band (blue, green, red, nir) of a thick core: bright,
+#: nearly flat, a little higher in blue (our choice, typical of thick water clouds).
 CLOUD_REFLECTANCE: tuple[float, ...] = (0.80, 0.77, 0.75, 0.72)
+
+#: Reflectance of the haze veil per band: path radiance, highest in blue (our choice,
+#: set so that a veil of opacity about 0.5 brightens a clear scene as the real
+#: M3M-CR tile's haze does outside its cloud mask).
+HAZE_REFLECTANCE: tuple[float, ...] = (0.24, 0.22, 0.19, 0.17)
 
 #: Opacity of the thinnest cloud pixel, as a fraction of ``thickness``: a pixel
 #: the mask calls cloud is always visibly affected.
-THINNEST_OPACITY: float = 0.15
+THINNEST_OPACITY: float = 0.12
 
 #: How much a shadow under an opaque cloud darkens the ground (fraction removed).
 SHADOW_STRENGTH: float = 0.55
+
+#: Spectral slope of the texture field: rougher than the cloud field (more small-scale detail).
+TEXTURE_BETA: float = 1.2
+#: Spectral slope of the haze field: very smooth, a veil that varies over the scene.
+HAZE_BETA: float = 3.5
+#: Relative variation of the haze opacity over the scene (std of the smooth field's factor).
+HAZE_VARIATION: float = 0.35
+
+#: Defaults of :func:`add_clouds` (our choices): 80 % of the cloudy pixels are thin, the
+#: texture modulates opacity and brightness by about ±35 %, and each image draws its
+#: core opacity from (0.2, 1.0) and its haze opacity from (0.0, 0.8). The thin end of
+#: those ranges (thickness 0.3-0.4, haze 0.5-0.6) reproduces the real M3M-CR tile's
+#: statistics inside its mask (mean 0.24-0.31, std about 0.1 per band) and outside it.
+DEFAULT_THIN_FRACTION: float = 0.8
+DEFAULT_TEXTURE: float = 0.35
+DEFAULT_THICKNESS: tuple[float, float] = (0.2, 1.0)
+DEFAULT_HAZE: tuple[float, float] = (0.0, 0.8)
 
 
 class CloudResult(NamedTuple):
     """What :func:`add_clouds` returns.
 
     Attributes:
-        cloudy: (4, H, W) float32 optical with clouds and shadows, in [0, 1].
-        opacity: (H, W) float32 cloud opacity in [0, 1] (0 = clear).
+        cloudy: (4, H, W) float32 optical with haze, clouds and shadows, in [0, 1].
+        opacity: (H, W) float32 cloud opacity in [0, 1] (0 = clear; haze not included).
         mask: (H, W) bool, True where cloud covers the ground (``opacity > 0`` unless ``thickness`` is 0).
+        haze: (H, W) float32 opacity of the haze veil in [0, 1] (0 everywhere when ``haze`` is 0).
     """
 
     cloudy: np.ndarray
     opacity: np.ndarray
     mask: np.ndarray
+    haze: np.ndarray
 
 
 @lru_cache(maxsize=16)
@@ -124,30 +162,39 @@ def add_clouds(
     cover: float,
     seed: int,
     *,
-    thickness: float = 1.0,
-    thin_fraction: float = 0.3,
+    thickness: float | tuple[float, float] = DEFAULT_THICKNESS,
+    thin_fraction: float = DEFAULT_THIN_FRACTION,
     shadows: bool = True,
     beta: float = 2.2,
+    texture: float = DEFAULT_TEXTURE,
+    haze: float | tuple[float, float] = DEFAULT_HAZE,
 ) -> CloudResult:
-    """Put fractal clouds (and optionally their shadows) on a clear optical image.
+    """Put fractal clouds, a haze veil and optionally cloud shadows on a clear optical image.
 
     Args:
         optical: (4, H, W) clear reflectance in [0, 1], bands blue, green, red, nir.
         cover: requested fraction of cloudy pixels in [0, 1]; the returned mask
             covers ``round(cover * H * W)`` pixels (exact up to ties).
         seed: seed of ``numpy.random.default_rng``; same seed, same clouds.
-        thickness: opacity of the cloud cores, in [0, 1] (1 = opaque).
+        thickness: opacity of the cloud cores in [0, 1] (1 = opaque), or a ``(lo, hi)``
+            range from which each call draws it (seeded).
         thin_fraction: fraction of the cloudy pixels that are thin
             (opacity < ``thickness``): edges and veils, in [0, 1].
         shadows: darken a displaced copy of the clouds on clear ground.
         beta: spectral slope of the fractal field along a line
             (larger = smoother clouds; see :func:`fractal_noise`).
+        texture: strength of the cloud texture in [0, 1]: the relative variation
+            of thin-cloud opacity and of cloud-top brightness (0 = flat clouds).
+        haze: mean opacity of the scene-wide haze veil in [0, 1], or a ``(lo, hi)``
+            range from which each call draws it (seeded); 0 = no haze. There is no
+            haze when ``cover`` rounds to no cloudy pixel.
 
     Returns:
-        :class:`CloudResult` ``(cloudy (4, H, W) f32, opacity (H, W) f32, mask (H, W) bool)``.
-        Outside the mask, ``cloudy`` equals ``optical`` except in shadows,
-        where it is darker. With the same seed the cloud field does not depend
-        on ``shadows``, ``thickness`` or ``thin_fraction``.
+        :class:`CloudResult` ``(cloudy (4, H, W) f32, opacity (H, W) f32, mask (H, W) bool,
+        haze (H, W) f32)``. At ``cover=0`` ``cloudy`` equals ``optical``. With ``haze=0``, outside the mask ``cloudy`` equals
+        ``optical`` except in shadows, where it is darker. With the same seed the
+        cloud field and mask do not depend on ``shadows``, ``thickness``,
+        ``thin_fraction``, ``texture`` or ``haze``.
     """
     optical = np.asarray(optical, dtype=np.float32)
     if optical.ndim != 3 or optical.shape[0] != 4:
@@ -159,22 +206,38 @@ def add_clouds(
         raise ValueError(f"add_clouds: expected an image of at least 2x2 pixels, found {height}x{width}")
     if not 0.0 <= cover <= 1.0:
         raise ValueError(f"add_clouds: expected cover in [0, 1], found {cover}")
-    if not 0.0 <= thickness <= 1.0:
-        raise ValueError(f"add_clouds: expected thickness in [0, 1], found {thickness}")
     if not 0.0 <= thin_fraction <= 1.0:
         raise ValueError(f"add_clouds: expected thin_fraction in [0, 1], found {thin_fraction}")
+    if not 0.0 <= texture <= 1.0:
+        raise ValueError(f"add_clouds: expected texture in [0, 1], found {texture}")
+    thickness_range = unit_range("thickness", thickness)
+    haze_range = unit_range("haze", haze)
 
     rng = np.random.default_rng(seed)
     field = fractal_noise((height, width), beta, rng)
-    # The shadow direction is drawn whether or not shadows are wanted, so the
-    # random stream (and the clouds) never depend on the `shadows` flag.
+    # Everything is drawn whatever the options, in a fixed order, so the random
+    # stream (and the clouds) never depend on `shadows`, `texture` or `haze`.
     sun_angle = rng.uniform(0.0, 2.0 * np.pi)
     shadow_length = rng.uniform(0.03, 0.07) * min(height, width)
+    roughness = fractal_noise((height, width), TEXTURE_BETA, rng)
+    np.clip(roughness, -2.5, 2.5, out=roughness)
+    haze_level = rng.uniform(*haze_range)
+    thickness = rng.uniform(*thickness_range)
+    veil = fractal_noise((height, width), HAZE_BETA, rng)
+
+    # 3. (first, it is everywhere) Haze: opacity haze_level * (1 + HAZE_VARIATION * smooth field).
+    if haze_level > 0:
+        veil *= HAZE_VARIATION * haze_level
+        veil += haze_level
+        np.clip(veil, 0.0, 1.0, out=veil)
+    else:
+        veil[...] = 0.0
 
     n_pixels = height * width
     n_cloudy = int(round(cover * n_pixels))
-    if n_cloudy == 0:
-        return CloudResult(optical.copy(), np.zeros((height, width), np.float32), np.zeros((height, width), bool))
+    if n_cloudy == 0:  # a cloudless sky: no haze either (cover 0 gives back the clear image)
+        zeros = np.zeros((height, width), np.float32)
+        return CloudResult(optical.copy(), zeros, zeros.astype(bool), zeros.copy())
     n_thin = int(round(thin_fraction * n_cloudy))
 
     # 1. Where: the field's own quantile as threshold -> exactly n_cloudy pixels.
@@ -187,7 +250,8 @@ def add_clouds(
     mask = field >= threshold
 
     # 2. How thick: ramp 0 -> 1 from the cloud edge to the thin limit (smoothstep),
-    #    opacity from THINNEST_OPACITY * thickness up to thickness.
+    #    opacity from THINNEST_OPACITY * thickness up to thickness; the texture
+    #    roughens the thin part (not the cores, which stay opaque).
     ramp = field - threshold  # (H, W): depth inside the cloud, negative outside
     if n_thin == 0:
         ramp[...] = 1.0
@@ -200,20 +264,24 @@ def add_clouds(
         ramp *= ramp_squared  # smoothstep: soft edges
     else:  # one thin pixel: the edge pixel itself
         ramp = (ramp > 0).astype(np.float32)
-    opacity = ramp * (thickness * (1.0 - THINNEST_OPACITY))
-    opacity += thickness * THINNEST_OPACITY
+    opacity = ramp * (1.0 - THINNEST_OPACITY)
+    opacity += THINNEST_OPACITY
+    if texture > 0:
+        opacity *= 1.0 + texture * roughness * (1.0 - ramp)
+        np.clip(opacity, THINNEST_OPACITY, 1.0, out=opacity)
+    opacity *= thickness
     opacity *= mask  # zero outside the cloud
 
-    # 3. How it looks: cloudy = transparency * optical + opacity * cloud reflectance,
-    #    the cloud a little brighter in its thick cores.
-    cloud_light = ramp
-    cloud_light *= 0.1
-    cloud_light += 0.9
-    cloud_light *= opacity
-    transparency = 1.0 - opacity
+    # How it looks: cloud tops a little brighter in the thick cores, textured.
+    brightness = ramp  # reuses the ramp's memory: 0.85 + 0.15 * ramp + 0.5 * texture * roughness
+    brightness *= 0.15
+    brightness += 0.85
+    if texture > 0:
+        brightness += (0.5 * texture) * roughness
+        np.clip(brightness, 0.4, 1.15, out=brightness)
 
-    # 4. Shadows: the opacity displaced along the sun direction, on clear ground only
-    #    (folded into the transparency, which is 1 there).
+    # 4. Shadows: the opacity displaced along the sun direction, on clear ground only.
+    shade: np.ndarray | float = 1.0
     if shadows and n_cloudy < n_pixels:
         shift_y = int(round(shadow_length * np.sin(sun_angle)))
         shift_x = int(round(shadow_length * np.cos(sun_angle)))
@@ -221,14 +289,40 @@ def add_clouds(
         shade[mask] = 0.0
         shade *= -SHADOW_STRENGTH
         shade += 1.0
-        transparency *= shade
 
+    cloudy = _compose(optical, opacity, brightness, veil, shade)
+    return CloudResult(cloudy, opacity.astype(np.float32, copy=False), mask, veil)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def unit_range(name: str, value) -> tuple[float, float]:
+    """``value`` (a number or a (lo, hi) pair in [0, 1]) as a range, or one ValueError naming it."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or not all(_is_number(v) for v in value) or not 0.0 <= value[0] <= value[1] <= 1.0:
+            raise ValueError(f"add_clouds: expected {name} as (lo, hi) with 0 <= lo <= hi <= 1, found {value!r}")
+        return float(value[0]), float(value[1])
+    if not _is_number(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"add_clouds: expected {name} in [0, 1] or a (lo, hi) range, found {value!r}")
+    return float(value), float(value)
+
+
+def _compose(optical, opacity, brightness, veil, shade) -> np.ndarray:
+    """``(1 - o) * ((1 - h) * shade * optical + h * haze) + o * brightness * cloud``, clipped to [0, 1]."""
+    ground = 1.0 - veil  # (H, W) transmission of the haze
+    ground *= 1.0 - opacity  # ... and of the cloud
+    ground *= shade
+    haze_light = veil * (1.0 - opacity)
+    cloud_light = opacity * brightness
     cloudy = np.empty_like(optical)
-    for band, reflectance in enumerate(CLOUD_REFLECTANCE):
-        np.multiply(optical[band], transparency, out=cloudy[band])
-        cloudy[band] += reflectance * cloud_light
+    for band in range(4):
+        np.multiply(optical[band], ground, out=cloudy[band])
+        cloudy[band] += HAZE_REFLECTANCE[band] * haze_light
+        cloudy[band] += CLOUD_REFLECTANCE[band] * cloud_light
     np.clip(cloudy, 0.0, 1.0, out=cloudy)
-    return CloudResult(cloudy, opacity.astype(np.float32, copy=False), mask)
+    return cloudy
 
 
 def _shifted(image: np.ndarray, shift_y: int, shift_x: int) -> np.ndarray:
@@ -243,3 +337,32 @@ def _shifted(image: np.ndarray, shift_y: int, shift_x: int) -> np.ndarray:
     src_x = slice(max(-shift_x, 0), width + min(-shift_x, 0))
     out[dst_y, dst_x] = image[src_y, src_x]
     return out
+
+
+def cloud_statistics(optical, mask) -> dict:
+    """Per-band reflectance statistics inside and outside a cloud mask (to compare clouds).
+
+    Args:
+        optical: (4, H, W) reflectance (blue, green, red, nir), e.g. a cloudy image.
+        mask: (H, W) bool cloud mask.
+
+    Returns:
+        dict with ``cover`` (fraction of masked pixels) and (4,) float arrays
+        ``inside_mean``, ``inside_std``, ``outside_mean``, ``outside_std`` (NaN where
+        a side has no pixel). Notebook 01 puts the real M3M-CR tile's next to the
+        synthetic clouds'.
+    """
+    optical = np.asarray(optical, dtype=np.float64)
+    mask = np.asarray(mask).astype(bool)
+    if optical.ndim != 3 or optical.shape[0] != 4 or optical.shape[1:] != mask.shape:
+        raise ValueError(
+            f"cloud_statistics: expected optical (4, H, W) and mask (H, W) on the same grid, found "
+            f"{optical.shape} and {mask.shape}"
+        )
+    stats: dict = {"cover": float(mask.mean())}
+    for side, where in (("inside", mask), ("outside", ~mask)):
+        values = optical[:, where]
+        empty = values.shape[1] == 0
+        stats[f"{side}_mean"] = np.full(4, np.nan) if empty else values.mean(axis=1)
+        stats[f"{side}_std"] = np.full(4, np.nan) if empty else values.std(axis=1)
+    return stats

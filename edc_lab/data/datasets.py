@@ -45,6 +45,7 @@ def build_dataset(
     cloud_cover: float | tuple[float, float] = (0.2, 0.8),
     sar_channels: int = 2,
     transforms: Callable[[dict], dict] | None = None,
+    family: str = "default",
 ) -> torch.utils.data.Dataset:
     """A torch Dataset of sample dicts for ``name`` (see the module docstring).
 
@@ -59,6 +60,7 @@ def build_dataset(
             M3M-CR has real clouds).
         sar_channels: synthetic SAR channels (1 or 2).
         transforms: callable on the sample dict (replaces the default M3M-CR crop).
+        family: synthetic scene family, "default" or "context" (see :mod:`edc_lab.data.synthetic`).
 
     Returns:
         Dataset with ``num_classes``, ``class_names`` and ``in_sar``.
@@ -70,7 +72,7 @@ def build_dataset(
             raise ValueError(f"build_dataset: expected split in {sorted(SPLIT_SEED_OFFSET)}, found {split!r}")
         dataset = SyntheticScenes(
             count, size=size, seed=seed + SPLIT_SEED_OFFSET[split], cloud_cover=cloud_cover,
-            sar_channels=sar_channels, transforms=transforms,
+            sar_channels=sar_channels, transforms=transforms, family=family,
         )
         if not hasattr(dataset, "in_sar"):
             dataset.in_sar = sar_channels
@@ -78,6 +80,9 @@ def build_dataset(
 
     if name not in DATASET_NAMES:
         raise ValueError(f"build_dataset: expected a name in {DATASET_NAMES}, found {name!r}")
+    if family != "default":
+        raise ValueError(f"build_dataset({name!r}): family={family!r} concerns synthetic scenes only; "
+                         "expected family='default' for a real dataset")
     if root is None:
         raise DataError(f"build_dataset({name!r}): expected root=<folder with the dataset>, found None")
 

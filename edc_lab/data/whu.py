@@ -62,7 +62,7 @@ import xarray as xr
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from edc_lab.data.clouds import add_clouds
+from edc_lab.data.clouds import DEFAULT_THICKNESS, add_clouds, unit_range
 from edc_lab.data.io import (
     Grid,
     align_to,
@@ -176,7 +176,7 @@ class WHUOptSAR(torch.utils.data.Dataset):
         optical_bands: band order stored in the optical files (canonical names).
         value_scale: divide pixel values by this; None: 8-bit data, divided by 255.
         split_file: another split file (same format as the shipped one).
-        thickness: cloud thickness passed to ``add_clouds``.
+        thickness: cloud core opacity (or a (lo, hi) range drawn per patch) passed to ``add_clouds``.
 
     Items: ``to_torch`` dicts — optical (4, P, P) cloudy, optical_clear (4, P, P),
     sar (1, P, P), label (P, P) int64 in 0..6 or 255, cloud_mask (P, P).
@@ -204,7 +204,7 @@ class WHUOptSAR(torch.utils.data.Dataset):
         optical_bands: Sequence[str] = OPTICAL_BANDS,
         value_scale: float | None = None,
         split_file: str | Path | None = None,
-        thickness: float = 1.0,
+        thickness: float | tuple[float, float] = DEFAULT_THICKNESS,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -223,8 +223,10 @@ class WHUOptSAR(torch.utils.data.Dataset):
             raise ValueError(f"WHUOptSAR: expected value_scale a finite number > 0 (or None), found {value_scale!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"WHUOptSAR: expected seed an integer >= 0, found {seed!r}")
-        if not (isinstance(thickness, (int, float)) and math.isfinite(thickness) and thickness >= 0):
-            raise ValueError(f"WHUOptSAR: expected thickness a finite number >= 0, found {thickness!r}")
+        try:
+            unit_range("thickness", thickness)
+        except ValueError:
+            raise ValueError(f"WHUOptSAR: expected thickness in [0, 1] or a (lo, hi) range, found {thickness!r}") from None
         low, high = (cloud_cover, cloud_cover) if np.isscalar(cloud_cover) else cloud_cover
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"WHUOptSAR: expected cloud_cover in [0, 1] (lo <= hi), found {cloud_cover}")

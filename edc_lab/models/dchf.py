@@ -167,6 +167,7 @@ class DCHF(nn.Module):
         eps: float = RELIABILITY_EPS,
         redistribute: tuple[str, ...] = ("optical", "sar"),
         with_cross: bool = True,
+        monotone_discrepancy: bool = False,
     ):
         super().__init__()
         if cell < 1:
@@ -178,7 +179,7 @@ class DCHF(nn.Module):
         self.dim, self.cell, self.eps, self.with_cross = dim, cell, eps, with_cross
         self.keep_attention = False
         self.last_attention: torch.Tensor | None = None
-        self.discrepancy = DiscrepancyMap(dim)
+        self.discrepancy = DiscrepancyMap(dim, monotone=monotone_discrepancy)
         # local: M = ChannelAttention(Conv1x1([R*O, S, X])), or Conv1x1([R*O, S]) without X (stage 1)
         self.local_mix = nn.Conv2d((3 if with_cross else 2) * dim, dim, kernel_size=1)
         self.channel_attention = ChannelAttention(dim)

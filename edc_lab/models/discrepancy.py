@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from einops import rearrange
 from torch import nn
+from torch.nn import functional as F
 
 from edc_lab.models.grid import infer_stride, pool_to_map, upsample_to_input
 
@@ -64,6 +65,11 @@ class DiscrepancyMap(nn.Module):
     Args:
         dim: channels C of the optical and SAR features.
         shared_dim: width of the shared space (default C).
+        monotone: weigh the channels of ``|LN(P_o O) - LN(P_s S)|`` with ``softplus(w) / C`` of
+            the 1x1 convolution's weights ``w`` (positive), so that D can only *grow* with the
+            disagreement: its direction cannot flip (ours; ``EDCConfig.discrepancy="monotone"``).
+            Without it a weight may turn negative and D can end up *lower* where the
+            modalities disagree, an inverted detector (measured in ``benchmarks/RESULTS.md``).
 
     ``forward(optical (B, C, H, W), sar (B, C, H, W)) -> discrepancy (B, 1, H, W)``.
     ``embed(optical, sar)`` returns the two normalised embeddings and
@@ -74,9 +80,10 @@ class DiscrepancyMap(nn.Module):
     while ``sigmoid(-logits)`` stays positive (bfloat16 keeps float32's exponent range).
     """
 
-    def __init__(self, dim: int, shared_dim: int | None = None):
+    def __init__(self, dim: int, shared_dim: int | None = None, monotone: bool = False):
         super().__init__()
         shared_dim = shared_dim or dim
+        self.monotone = bool(monotone)
         self.project_optical = nn.Conv2d(dim, shared_dim, kernel_size=1)  # P_o
         self.project_sar = nn.Conv2d(dim, shared_dim, kernel_size=1)  # P_s
         self.norm = ChannelLayerNorm(shared_dim, affine=False)  # LN
@@ -95,7 +102,20 @@ class DiscrepancyMap(nn.Module):
         """The discrepancy before the sigmoid, ``(B, 1, H, W)``."""
         optical_embedding, sar_embedding = self.embed(optical, sar)
         # per-channel disagreement, then a learnt weighting of the channels
-        return self.score((optical_embedding - sar_embedding).abs())
+        disagreement = (optical_embedding - sar_embedding).abs()
+        if self.monotone:  # non-negative channel weights: more disagreement never lowers D
+            return F.conv2d(disagreement, self.monotone_weight(), self.score.bias)
+        return self.score(disagreement)
+
+    def monotone_weight(self) -> torch.Tensor:
+        """The monotone map's channel weights ``softplus(w) / C``, (1, C, 1, 1), all > 0.
+
+        Divided by the number of channels C so that a fresh map (``softplus(0) = 0.69`` per
+        channel, ``|LN(.) - LN(.)|`` about 1 per channel) starts with a logit of order 1, not
+        of order C: a sum over 32-128 channels would saturate the sigmoid (D = 1 everywhere,
+        no gradient).
+        """
+        return F.softplus(self.score.weight) / self.score.weight.shape[1]
 
     def with_reliability(self, optical: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(D, R = 1 - D)``, each ``(B, 1, H, W)``; see the class docstring for the float32 detail."""

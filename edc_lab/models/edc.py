@@ -56,6 +56,9 @@ class EDCConfig:
         attention: ``"carrier"`` (HAT, EDC) or ``"dense"`` (the ``dense_edc`` ablation; its
             blocks get the MLP ratio ``2 * mlp_ratio + 2`` to match HAT's parameters).
         fusion: ``"dchf"`` (EDC) or ``"sum"`` (the ``edc_no_dchf`` ablation).
+        discrepancy: ``"free"`` (the paper's learnt 1x1 convolution) or ``"monotone"``
+            (its channel weights kept non-negative, so D cannot invert; ours, see
+            ``edc_lab.models.discrepancy.DiscrepancyMap``).
         fusion_heads: heads of DCHF's attention among carrier cells.
         fusion_cells: DCHF carrier-cell size (pixels) at stages 1-4.
         fpn_dim: width of the segmentation FPN.
@@ -72,6 +75,7 @@ class EDCConfig:
     mlp_ratio: float = 4.0
     attention: str = "carrier"
     fusion: str = "dchf"
+    discrepancy: str = "free"
     fusion_heads: int = 1
     fusion_cells: tuple[int, ...] = (8, 4, 2, 1)
     fpn_dim: int = 64
@@ -99,6 +103,8 @@ class EDCConfig:
             raise ValueError(f"EDCConfig: attention must be 'carrier' or 'dense', found {self.attention!r}")
         if self.fusion not in ("dchf", "sum"):
             raise ValueError(f"EDCConfig: fusion must be 'dchf' or 'sum', found {self.fusion!r}")
+        if self.discrepancy not in ("free", "monotone"):
+            raise ValueError(f"EDCConfig: discrepancy must be 'free' or 'monotone', found {self.discrepancy!r}")
         if min(self.fusion_cells) < 1 or min(self.windows) < 1:
             raise ValueError(f"EDCConfig: windows and fusion_cells must be >= 1")
         if any(width % self.fusion_heads for width in self.widths):
@@ -166,6 +172,7 @@ class EDC(nn.Module):
             fusion=config.fusion,
             fusion_heads=config.fusion_heads,
             fusion_cells=config.fusion_cells,
+            discrepancy=config.discrepancy,
             # the stage-4 SAR features feed nothing, the optical ones only the cloud-removal head
             last_redistribute=("optical",) if config.cloud_removal else (),
         )

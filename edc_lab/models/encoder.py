@@ -219,6 +219,8 @@ class TriStreamEncoder(nn.Module):
         fusion: ``"dchf"`` (EDC) or ``"sum"`` (``PlainSumFusion``, the ``edc_no_dchf`` ablation).
         fusion_heads: attention heads of DCHF's global step.
         fusion_cells: DCHF carrier cell size (pixels of that stage's map) for stages 1-4.
+        discrepancy: ``"free"`` (D's channel weights of any sign) or ``"monotone"`` (non-negative:
+            D can only grow with the disagreement; see ``DiscrepancyMap``).
         last_redistribute: the streams that the *last* DCHF redistributes into. Only
             the heads read the stage-4 outputs: the segmentation head reads ``X_4``, the
             cloud-removal head ``O_4``; nothing reads ``S_4``. A gate whose output
@@ -246,10 +248,13 @@ class TriStreamEncoder(nn.Module):
         fusion_heads: int = 1,
         fusion_cells: Sequence[int] = (8, 4, 2, 1),
         last_redistribute: Sequence[str] = ("optical",),
+        discrepancy: str = "free",
     ):
         super().__init__()
         if fusion not in ("dchf", "sum"):
             raise ValueError(f"TriStreamEncoder: fusion must be 'dchf' or 'sum', found {fusion!r}")
+        if discrepancy not in ("free", "monotone"):
+            raise ValueError(f"TriStreamEncoder: discrepancy must be 'free' or 'monotone', found {discrepancy!r}")
         stream_args = (widths, depths, heads, windows, carriers, mlp_ratio, dense)
         self.optical_stem = ConvStem(in_optical, widths[0])
         self.sar_stem = ConvStem(in_sar, widths[0])
@@ -260,7 +265,8 @@ class TriStreamEncoder(nn.Module):
             redistribute = [("optical", "sar")] * (NUM_STAGES - 1) + [tuple(last_redistribute)]
             self.fusions = nn.ModuleList(
                 # stage 1 has no cross-modal stream yet: its DCHF mixes [R*O, S] only
-                DCHF(width, num_heads=fusion_heads, cell=cell, redistribute=streams, with_cross=stage > 0)
+                DCHF(width, num_heads=fusion_heads, cell=cell, redistribute=streams, with_cross=stage > 0,
+                     monotone_discrepancy=discrepancy == "monotone")
                 for stage, (width, cell, streams) in enumerate(zip(widths, fusion_cells, redistribute))
             )
         else:

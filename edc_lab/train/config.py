@@ -54,6 +54,7 @@ class TrainConfig:
     val_count: int = 32  # synthetic scenes in the validation split
     val_split: str | None = None  # None: "val" for synthetic scenes, "test" for real datasets
     cloud_cover: tuple = (0.2, 0.8)  # cloud cover range of the synthetic / WHU clouds
+    scene_family: str = "default"  # synthetic scenes: "default" | "context" (edc_lab.data.synthetic)
     augment: bool = True  # random flips and 90° rotations, seeded by (seed, step)
 
     # optimisation: AdamW, linear warm-up, cosine decay to min_lr_ratio * lr
@@ -90,7 +91,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise one ValueError naming the first bad setting; return self."""
-        choices = {"stage": STAGES, "data": DATASETS, "amp": AMP_MODES, "kd_region": ("all", "clear", "cloudy")}
+        choices = {"stage": STAGES, "data": DATASETS, "amp": AMP_MODES, "kd_region": ("all", "clear", "cloudy"),
+                   "scene_family": ("default", "context")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, found {getattr(self, name)!r}")

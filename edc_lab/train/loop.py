@@ -418,8 +418,9 @@ def cloud_cover_sweep(
     inputs: str = "cloudy",
     batch_size: int = 8,
     device: torch.device | str | None = None,
+    family: str = "default",
 ) -> list[dict]:
-    """mIoU of a model on synthetic test scenes as the cloud cover grows.
+    """mIoU of a model on synthetic test scenes (of scene ``family``) as the cloud cover grows.
 
     The same ``count`` test-split scenes (land cover, spectra, SAR) are drawn at
     every cover, only the clouds change, so the curve shows the effect of
@@ -431,7 +432,7 @@ def cloud_cover_sweep(
     rows = []
     for cover in covers:
         scenes = build_dataset("synthetic", split="test", size=size, count=count, seed=seed,
-                               cloud_cover=float(cover), sar_channels=sar_channels)
+                               cloud_cover=float(cover), sar_channels=sar_channels, family=family)
         metrics = evaluate(model, scenes, inputs=inputs, batch_size=batch_size, device=device)
         rows.append({"cloud_cover": float(cover),
                      **{key: metrics[key] for key in ("miou", "miou_cloudy", "miou_clear", "oa", "auroc")}})
@@ -459,6 +460,10 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     from edc_lab.data.transforms import CenterCrop
 
     common = dict(root=config.root, size=config.size, cloud_cover=tuple(config.cloud_cover), seed=config.data_seed)
+    if config.data == "synthetic":
+        common["family"] = config.scene_family
+    elif config.scene_family != "default":
+        raise ValueError(f"scene_family={config.scene_family!r} concerns synthetic scenes only, found data={config.data!r}")
     # training crops come from augment_batch (seeded by the step), not from the reader's global RNG
     train_set = build_dataset(config.data, split="train", count=config.train_count, transforms=_unchanged, **common)
     val_split = config.val_split or ("val" if config.data == "synthetic" else "test")
