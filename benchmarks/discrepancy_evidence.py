@@ -26,13 +26,12 @@ Every model is evaluated on 48 held-out scenes of its family with cloud cover
 0.4-0.8 (mIoU all / cloudy / clear pixels, AUROC of D per stage against the
 cloud mask) and on a cloud-cover sweep (0, 0.2, ..., 0.8; 16 scenes, the same
 scenes at every cover). Each finished run writes ``result.json`` in its run
-folder; finished runs are read, not retrained, so several processes can share
-the work (``--families``, ``--seeds``) and ``--report`` assembles the tables.
+folder; finished runs are read, not retrained, and a process claims a run
+(a ``claimed`` file) before training it, so several processes started on the
+same run folder share the work; ``--report`` assembles the tables.
 
-    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/discrepancy_evidence.py \\
-        --runs /tmp/edc_discrepancy --families default --threads 1 &
-    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/discrepancy_evidence.py \\
-        --runs /tmp/edc_discrepancy --families context --threads 1 &
+    for worker in 1 2; do OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE \\
+        python benchmarks/discrepancy_evidence.py --runs /tmp/edc_discrepancy --threads 1 & done
     wait; python benchmarks/discrepancy_evidence.py --runs /tmp/edc_discrepancy --report
 """
 
@@ -40,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -98,19 +98,28 @@ def run_dir(args, family: str, seed: int, name: str) -> Path:
     return Path(args.runs) / family / f"seed{seed}" / name
 
 
-def train_and_measure(family: str, seed: int, run: tuple, args, test_set) -> dict:
-    """Train (or read) one run, evaluate it, write and return its ``result.json``."""
+def train_and_measure(family: str, seed: int, run: tuple, args, test_set) -> dict | None:
+    """Train (or read) one run, evaluate it, write and return its ``result.json``
+    (None when another process has claimed the run)."""
     name, model_name, stage, extra = run
     out = run_dir(args, family, seed, name)
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    try:  # claim the run, so that processes sharing the run folder split the work
+        os.close(os.open(out / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None  # another process trains it
     values = dict(profile=args.profile, stage=stage, model=model_name, seed=seed, out=str(out), resume=True,
                   progress=False, eval_every=0, scene_family=family, **extra)
     if args.steps:
         values["steps"] = args.steps
     if stage == "student" and values.get("lambda_kd", 1.0) > 0:
-        values["teacher"] = str(run_dir(args, family, seed, "teacher") / "last.pt")
+        teacher = run_dir(args, family, seed, "teacher")
+        while not (teacher / "result.json").is_file():  # trained by another process: wait for it
+            time.sleep(10)
+        values["teacher"] = str(teacher / "last.pt")
     config = make_config(**values)
     history = train(config)
     seconds = sum(r.get("seconds", 0.0) for r in history if r["split"] == "train")
