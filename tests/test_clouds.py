@@ -6,6 +6,7 @@ import pytest
 from edc_lab.data.clouds import (
     CLOUD_REFLECTANCE,
     HAZE_REFLECTANCE,
+    REAL_TILE_STATISTICS,
     THINNEST_OPACITY,
     add_clouds,
     cloud_statistics,
@@ -179,11 +180,9 @@ def test_a_thickness_range_is_drawn_per_seed_inside_the_range():
     assert len(peaks) == 8 and min(peaks) >= 0.3 - 1e-6 and max(peaks) <= 0.9 + 1e-6
 
 
-#: Statistics of the real M3M-CR tile in ../shared/data (planet_cloudy_fall_1_p_457, reflectance =
-#: DN / 10000, inside its 48 % cloud mask): per-band mean and standard deviation (blue, green, red, nir).
-REAL_TILE_INSIDE_MEAN = (0.238, 0.245, 0.237, 0.305)
-REAL_TILE_INSIDE_STD = (0.096, 0.101, 0.105, 0.116)
-REAL_TILE_OUTSIDE_MEAN = (0.158, 0.162, 0.151, 0.207)
+REAL_TILE_INSIDE_MEAN = REAL_TILE_STATISTICS["inside_mean"]
+REAL_TILE_INSIDE_STD = REAL_TILE_STATISTICS["inside_std"]
+REAL_TILE_OUTSIDE_MEAN = REAL_TILE_STATISTICS["outside_mean"]
 
 
 def test_default_clouds_span_the_real_tiles_statistics():
@@ -221,7 +220,8 @@ def test_cloud_statistics_of_the_real_tile_match_the_documented_numbers():
     np.testing.assert_allclose(stats["inside_mean"], REAL_TILE_INSIDE_MEAN, atol=1e-3)
     np.testing.assert_allclose(stats["inside_std"], REAL_TILE_INSIDE_STD, atol=1e-3)
     np.testing.assert_allclose(stats["outside_mean"], REAL_TILE_OUTSIDE_MEAN, atol=1e-3)
-    assert stats["cover"] == pytest.approx(0.484, abs=1e-3)
+    np.testing.assert_allclose(stats["outside_std"], REAL_TILE_STATISTICS["outside_std"], atol=1e-3)
+    assert stats["cover"] == pytest.approx(REAL_TILE_STATISTICS["cover"], abs=1e-3)
 
 
 def test_cloud_statistics_refuses_mismatched_shapes():

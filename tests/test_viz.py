@@ -125,3 +125,36 @@ def test_plot_sample_into_given_axes():
         plot_sample(synthetic_scene(2, 32), axes=axes.ravel()[:4])
     with pytest.raises(ValueError, match="xarray.Dataset or a dict"):
         plot_sample(np.zeros((4, 8, 8)))
+
+
+def test_stage_aurocs_and_the_stage_figure_report_what_the_maps_say():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import torch
+
+    from edc_lab.models import build_model
+    from edc_lab.models.discrepancy import discrepancy_auroc
+    from edc_lab.viz.model_plots import plot_discrepancy_stages, stage_aurocs
+
+    torch.manual_seed(0)
+    model = build_model("edc_tiny")
+    optical, sar = torch.rand(3, 4, 64, 64), torch.rand(3, 2, 64, 64)
+    mask = torch.zeros(3, 64, 64)
+    mask[:, :, :32] = 1
+    aurocs = stage_aurocs(model, optical, sar, mask, batch_size=2)
+    model.eval()
+    with torch.no_grad():
+        maps = model(optical, sar)["discrepancy"]
+    assert aurocs == [discrepancy_auroc(d, mask) for d in maps] and len(aurocs) == 4
+    assert model.training is False
+    assert stage_aurocs(build_model("edc_no_dchf"), optical, sar, mask) == []
+    # a map equal to the mask is a perfect detector, its negation a perfectly inverted one
+    perfect = [mask[:1, None, ::s, ::s] for s in (4, 8, 16, 32)]
+    fig = plot_discrepancy_stages(optical[0], mask[0], perfect, title="perfect")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("D stage")]
+    assert len(titles) == 4 and all("AUROC 1.00" in t and "finds clouds" in t for t in titles)
+    fig = plot_discrepancy_stages(optical[0], mask[0], [1 - m for m in perfect])
+    assert all("AUROC 0.00" in ax.get_title() and "inverted" in ax.get_title()
+               for ax in fig.axes if ax.get_title().startswith("D stage"))
+    assert fig.dpi >= 100 and any("disagree" in ax.get_ylabel() for ax in fig.axes)

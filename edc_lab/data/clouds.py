@@ -96,6 +96,19 @@ DEFAULT_THICKNESS: tuple[float, float] = (0.2, 1.0)
 DEFAULT_HAZE: tuple[float, float] = (0.0, 0.8)
 
 
+#: Statistics of the real M3M-CR tile in ``../shared/data`` (``planet_cloudy_fall_1_p_457``,
+#: reflectance = DN / 10000), as :func:`cloud_statistics` computes them: the cloudy image
+#: inside and outside its cloud mask, per band (blue, green, red, nir). The default clouds
+#: are built to span these numbers (``tests/test_clouds.py``; notebook 01 plots both).
+REAL_TILE_STATISTICS: dict = {
+    "cover": 0.484,
+    "inside_mean": (0.238, 0.245, 0.237, 0.305),
+    "inside_std": (0.096, 0.101, 0.105, 0.116),
+    "outside_mean": (0.158, 0.162, 0.151, 0.207),
+    "outside_std": (0.018, 0.019, 0.020, 0.026),
+}
+
+
 class CloudResult(NamedTuple):
     """What :func:`add_clouds` returns.
 

@@ -28,6 +28,8 @@ __all__ = [
     "plot_windows_and_carriers",
     "plot_carrier_attention",
     "plot_discrepancy_row",
+    "plot_discrepancy_stages",
+    "stage_aurocs",
     "plot_gates",
     "plot_cost_curves",
     "trace_fusions",
@@ -215,6 +217,68 @@ def plot_discrepancy_row(optical, sar, discrepancy, cloud_mask, axes=None, title
         ax.set_axis_off()
     axes[2].figure.colorbar(image, ax=axes[2], fraction=0.046, pad=0.02)
     return axes[0].figure
+
+
+def stage_aurocs(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tensor, cloud_mask: torch.Tensor,
+                 batch_size: int = 8) -> list[float]:
+    """AUROC of each stage's discrepancy map against the cloud mask, over a batch of scenes.
+
+    ``optical (N, 4, H, W)``, ``sar (N, Cs, H, W)``, ``cloud_mask (N, H, W)``; the model runs
+    in eval mode without gradients, ``batch_size`` scenes at a time. Returns one AUROC per
+    stage (0.5 = chance, 1 = D higher on every cloudy pixel, 0 = *inverted*: lower on every
+    one); an empty list for a model without discrepancy maps.
+    """
+    from edc_lab.models.discrepancy import discrepancy_auroc
+
+    was_training = model.training
+    model.eval()
+    maps: list[list[torch.Tensor]] = []
+    with torch.no_grad():
+        for start in range(0, optical.shape[0], batch_size):
+            outputs = model(optical[start:start + batch_size], sar[start:start + batch_size])
+            maps.append(list(outputs["discrepancy"]))
+    model.train(was_training)
+    if not maps or not maps[0]:
+        return []
+    return [discrepancy_auroc(torch.cat([chunk[stage] for chunk in maps]), cloud_mask) for stage in range(len(maps[0]))]
+
+
+def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title: str = "", fig=None):
+    """One model's discrepancy maps at every stage beside the scene and its true cloud mask.
+
+    A 2 x 3 grid: optical (true colour), true cloud mask, D at stage 1; D at stages 2-4.
+    ``optical (4, H, W)``, ``cloud_mask (H, W)``, ``discrepancies`` the model's maps
+    ``(1, 1, h_k, w_k)`` (or ``(1, h_k, w_k)``), shown on the image grid (each cell as a
+    block) on one 0-1 scale, each titled with its AUROC against the mask (an inverted
+    detector, AUROC < 0.5, is marked). Returns the figure (dpi 100).
+    """
+    from edc_lab.models.discrepancy import discrepancy_auroc
+
+    mask = _as_numpy(cloud_mask)
+    mask = mask.reshape(mask.shape[-2:])
+    if fig is None:
+        fig = plt.figure(figsize=(6.4, 4.1), dpi=100)
+    axes = fig.subplots(2, 3)
+    axes[0, 0].imshow(_optical_rgb(optical))
+    axes[0, 0].set_title("optical (true colour)", fontsize=9)
+    axes[0, 1].imshow(mask, cmap="gray", vmin=0, vmax=1)
+    axes[0, 1].set_title(f"true cloud mask ({mask.mean():.0%} cloud)", fontsize=9)
+    panels = [axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2]]
+    image = None
+    for stage, (ax, discrepancy) in enumerate(zip(panels, discrepancies), start=1):
+        values = torch.as_tensor(_as_numpy(discrepancy)).reshape(1, 1, *np.shape(discrepancy)[-2:])
+        auroc = discrepancy_auroc(values, torch.as_tensor(mask)[None])
+        image = ax.imshow(upsample_map(values, mask.shape, "nearest"), cmap="magma", vmin=0, vmax=1)
+        verdict = "inverted" if auroc < 0.4 else ("finds clouds" if auroc > 0.6 else "near chance")
+        ax.set_title(f"D stage {stage}: AUROC {auroc:.2f}\n({verdict})", fontsize=9)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    if image is not None:
+        fig.colorbar(image, ax=list(axes.ravel()), fraction=0.025, pad=0.02,
+                     label="D (0 = optical and SAR agree, 1 = disagree)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def plot_gates(info: dict, cloud_mask=None, axes=None, size: tuple[int, int] | None = None):
