@@ -228,12 +228,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     size = make_config(profile=args.profile).size
-    for family in args.families:
-        test_set = CachedDataset(build_dataset("synthetic", split="test", size=size, count=args.test_count,
-                                               cloud_cover=(0.4, 0.8), family=family))
-        for seed in args.seeds:
-            for run in runs_of(family):
-                train_and_measure(family, seed, run, args, test_set)
+    test_sets: dict = {}
+    # the runs both families need first (seed by seed, family by family), the distillation runs last
+    tasks = [(family, seed, run) for seed in args.seeds for family in args.families for run in FAMILY_RUNS]
+    tasks += [(family, seed, run) for seed in args.seeds for family in args.families if family == "default"
+              for run in KD_RUNS]
+    for family, seed, run in tasks:
+        if family not in test_sets:
+            test_sets[family] = CachedDataset(build_dataset("synthetic", split="test", size=size,
+                                                            count=args.test_count, cloud_cover=(0.4, 0.8),
+                                                            family=family))
+        train_and_measure(family, seed, run, args, test_sets[family])
     print(f"done in {(time.perf_counter() - started) / 60:.0f} min", flush=True)
 
 
