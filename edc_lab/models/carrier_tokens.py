@@ -4,7 +4,7 @@ Window attention is cheap (each pixel looks at the ``w x w`` pixels of its own
 window, so the cost grows linearly with the number of pixels ``N``) but blind:
 nothing crosses a window border. Dense self-attention sees everything but costs
 ``N**2``. FasterViT's *hierarchical attention* (HAT; Hatamizadeh et al.,
-"FasterViT: Fast Vision Transformers with Hierarchical Attention", ICCV 2023)
+"FasterViT: Fast Vision Transformers with Hierarchical Attention", arXiv 2306.06189)
 gets both with **carrier tokens**, a few summary tokens per window:
 
 1. **initialise** (``TokenInitializer``): ``CT = AvgPool(DWConv3x3(F))``, one

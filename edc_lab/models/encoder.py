@@ -20,7 +20,7 @@ with widths ``d1..d4``:
 Whose idea: the three streams and the fusion after every stage are the paper's;
 conv stages followed by carrier-token stages, the two-conv stem and the residual
 conv block (3x3 conv, BN, GELU, 3x3 conv, BN, plus the input) are FasterViT's
-(NVlabs, ICCV 2023); the exact widths, the strided-conv downsampling with BN and
+(NVlabs, arXiv 2306.06189); the exact widths, the strided-conv downsampling with BN and
 the per-stage choice of window and fusion cell are edc_lab's.
 
 Any H x W works: convolutions take odd sizes, attention blocks pad to their

@@ -16,7 +16,7 @@ they cannot drift from the code:
   every stage with its discrepancy map ``D_k``, then the heads.
 
 Whose idea: the model is the paper's (EDC, https://arxiv.org/abs/2603.20811;
-carrier tokens from FasterViT, ICCV 2023); these pictures are edc_lab's
+carrier tokens from FasterViT, arXiv 2306.06189); these pictures are edc_lab's
 teaching material.
 """
 

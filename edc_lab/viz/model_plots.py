@@ -8,7 +8,7 @@ cell-wise quantities (so a cell looks like a cell) and bilinear for per-pixel
 maps.
 
 Whose idea: all of it is edc_lab's teaching material around the paper's
-blocks (EDC, arXiv 2603.20811; carrier tokens from FasterViT, ICCV 2023).
+blocks (EDC, arXiv 2603.20811; carrier tokens from FasterViT, arXiv 2306.06189).
 """
 
 from __future__ import annotations
