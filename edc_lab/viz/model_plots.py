@@ -257,7 +257,7 @@ def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title:
     mask = _as_numpy(cloud_mask)
     mask = mask.reshape(mask.shape[-2:])
     if fig is None:
-        fig = plt.figure(figsize=(6.4, 4.1), dpi=100)
+        fig = plt.figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
     axes = fig.subplots(2, 3)
     axes[0, 0].imshow(_optical_rgb(optical))
     axes[0, 0].set_title("optical (true colour)", fontsize=9)
