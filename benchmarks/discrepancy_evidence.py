@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_evidence import auroc_cell, mean_std, median_step_seconds  # noqa: E402
+from train_evidence import auroc_cell, mean_std, median_step_seconds, paired_cell  # noqa: E402
 
 from edc_lab.data.datasets import build_dataset  # noqa: E402
 from edc_lab.train import cloud_cover_sweep, evaluate, load_checkpoint, make_config, train  # noqa: E402
@@ -152,16 +152,6 @@ def collect(args) -> dict:
     return results
 
 
-def paired(results: dict, first: str, second: str, key: str) -> str:
-    by_seed = {r["seed"]: r["metrics"][key] for r in results.get(second, [])}
-    diffs = [100 * (r["metrics"][key] - by_seed[r["seed"]]) for r in results.get(first, []) if r["seed"] in by_seed]
-    if not diffs:
-        return ""
-    if len(diffs) == 1:
-        return f"{diffs[0]:+.1f}"
-    return f"{np.mean(diffs):+.1f} ± {np.std(diffs, ddof=1):.1f}"
-
-
 def report(args) -> str:
     results = collect(args)
     config = make_config(profile=args.profile, **({"steps": args.steps} if args.steps else {}))
@@ -189,7 +179,7 @@ def report(args) -> str:
         lines += ["", f"Paired differences, family `{family}` (same seed, same data), mIoU points:", "",
                   "| comparison | all | cloudy | clear |", "|---|---|---|---|"]
         for first, second, label in PAIRS:
-            cells = [paired(runs, first, second, key) for key in ("miou", "miou_cloudy", "miou_clear")]
+            cells = [paired_cell(runs, first, second, key) for key in ("miou", "miou_cloudy", "miou_clear")]
             if cells[0]:
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines += ["", f"mIoU (all pixels, %) against cloud cover, family `{family}`:", "",

@@ -43,6 +43,7 @@ import torch
 from edc_lab.data.datasets import build_dataset
 from edc_lab.train import cloud_cover_sweep, evaluate, load_checkpoint, make_config, train
 from edc_lab.train.loop import CachedDataset
+from edc_lab.viz.evidence import paired_difference
 
 #: (run name, model, stage, extra config)
 RUNS = [
@@ -83,6 +84,15 @@ def mean_std(values) -> str:
     if len(values) == 1:
         return f"{100 * values[0]:.1f}"
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
+
+
+def paired_cell(results: dict, first: str, second: str, key: str) -> str:
+    """``mean ± std`` over seeds of ``100 · (first − second)`` in ``key``, paired by seed
+    (``edc_lab.viz.evidence.paired_difference``); "" when a run is missing."""
+    if not results.get(first) or not results.get(second):
+        return ""
+    mean, std = paired_difference(results, first, second, key)
+    return f"{mean:+.1f}" if math.isnan(std) else f"{mean:+.1f} ± {std:.1f}"
 
 
 def auroc_cell(values) -> str:
@@ -182,14 +192,9 @@ def write_report(results: dict, args) -> None:
     lines += ["", "Paired differences (same seed, same data), mIoU points:", "",
               "| comparison | all | cloudy | clear |", "|---|---|---|---|"]
     for first, second, label in pairs:
-        if not results.get(first) or not results.get(second):
-            continue
-        cells = []
-        for key in ("miou", "miou_cloudy", "miou_clear"):
-            diffs = [a["metrics"][key] - b["metrics"][key] for a, b in zip(results[first], results[second])]
-            cells.append(f"{100 * np.mean(diffs):+.1f} ± {100 * np.std(diffs, ddof=1):.1f}" if len(diffs) > 1
-                         else f"{100 * diffs[0]:+.1f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        cells = [paired_cell(results, first, second, key) for key in ("miou", "miou_cloudy", "miou_clear")]
+        if cells[0]:
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", f"mIoU (all pixels, %) against cloud cover, {args.sweep_count} test scenes per level, "
               "the same scenes at every level:", "",
               "| model | " + " | ".join(f"cover {c:.1f}" for c in COVERS) + " |",

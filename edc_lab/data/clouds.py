@@ -311,14 +311,15 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def unit_range(name: str, value) -> tuple[float, float]:
-    """``value`` (a number or a (lo, hi) pair in [0, 1]) as a range, or one ValueError naming it."""
+def unit_range(name: str, value, owner: str = "add_clouds") -> tuple[float, float]:
+    """``value`` (a number or a (lo, hi) pair in [0, 1]) as a range, or one ValueError naming
+    ``owner``, the argument and what was found."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2 or not all(_is_number(v) for v in value) or not 0.0 <= value[0] <= value[1] <= 1.0:
-            raise ValueError(f"add_clouds: expected {name} as (lo, hi) with 0 <= lo <= hi <= 1, found {value!r}")
+            raise ValueError(f"{owner}: expected {name} as (lo, hi) with 0 <= lo <= hi <= 1, found {value!r}")
         return float(value[0]), float(value[1])
     if not _is_number(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"add_clouds: expected {name} in [0, 1] or a (lo, hi) range, found {value!r}")
+        raise ValueError(f"{owner}: expected {name} in [0, 1] or a (lo, hi) range, found {value!r}")
     return float(value), float(value)
 
 

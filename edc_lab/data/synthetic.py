@@ -643,8 +643,8 @@ class SyntheticScenes(torch.utils.data.Dataset):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"SyntheticScenes: expected a non-negative integer n, found {n!r}")
         _check_arguments(seed, size, sar_channels, family)
-        unit_range("thickness", thickness)
-        unit_range("haze", haze)
+        unit_range("thickness", thickness, owner="SyntheticScenes")
+        unit_range("haze", haze, owner="SyntheticScenes")
         if isinstance(cloud_cover, (tuple, list)):
             if len(cloud_cover) != 2 or not 0.0 <= cloud_cover[0] <= cloud_cover[1] <= 1.0:
                 raise ValueError(

@@ -223,10 +223,7 @@ class WHUOptSAR(torch.utils.data.Dataset):
             raise ValueError(f"WHUOptSAR: expected value_scale a finite number > 0 (or None), found {value_scale!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"WHUOptSAR: expected seed an integer >= 0, found {seed!r}")
-        try:
-            unit_range("thickness", thickness)
-        except ValueError:
-            raise ValueError(f"WHUOptSAR: expected thickness in [0, 1] or a (lo, hi) range, found {thickness!r}") from None
+        unit_range("thickness", thickness, owner="WHUOptSAR")
         low, high = (cloud_cover, cloud_cover) if np.isscalar(cloud_cover) else cloud_cover
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"WHUOptSAR: expected cloud_cover in [0, 1] (lo <= hi), found {cloud_cover}")
