@@ -46,22 +46,31 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
+import rasterio
 import torch
+from rasterio.windows import Window
 
 from edc_lab.data.io import (
+    MIN_OVERLAP,
+    Grid,
     Raster,
     align_to,
+    check_alignable,
     check_convention,
     check_declared_size,
+    check_header,
     check_output_paths,
     check_some_data,
     fill_from_nearest,
     nodata_as_nan,
+    nodata_mask,
+    open_raster,
     read_covering,
-    read_geotiff,
     read_grid,
+    read_geotiff,
     same_grid,
 )
 from edc_lab.data.sample import IGNORE_INDEX, OPTICAL_BANDS, DataError
@@ -74,6 +83,10 @@ WINDOW_RANGE = (16, 8192)
 BATCH_SIZE_RANGE = (1, 1024)
 #: the normalisation a checkpoint's training data implies (synthetic scenes are written in the M3M-CR layout)
 DEFAULT_CONVENTION = {"m3mcr": "m3mcr", "whu": "whu", "synthetic": "m3mcr"}
+#: what the optical file is, in messages
+OPTICAL_WHAT = "optical (blue, green, red, NIR)"
+#: the largest scene streamed (pixels): 2^31, e.g. 46340² or four Sentinel-2 tiles; a larger header is refused
+MAX_STREAM_PIXELS = 2**31
 
 
 # --------------------------------------------------------------------------- windows and blending
@@ -108,7 +121,113 @@ def blend_weights(height: int, width: int) -> torch.Tensor:
     return torch.outer(taper(height), taper(width))
 
 
+class RowBuffer:
+    """Rows ``[lo, hi)`` of a scene's inputs, read on demand by ``read_rows(row0, row1)`` and dropped when done.
+
+    ``read_rows`` returns a tuple of (C, rows, W) tensors (optical, SAR). Each
+    row is read once: :meth:`rows` reads only what is missing below ``hi`` and
+    forgets what lies above the lowest row still needed.
+    """
+
+    def __init__(self, read_rows: Callable[[int, int], tuple[torch.Tensor, ...]]) -> None:
+        self.read_rows = read_rows
+        self.lo = self.hi = 0
+        self.parts: tuple[torch.Tensor, ...] | None = None
+
+    def rows(self, lo: int, hi: int) -> tuple[tuple[torch.Tensor, ...], int]:
+        """The buffered tensors covering at least rows [lo, hi), and the scene row of their first row."""
+        if self.parts is None or lo >= self.hi:
+            self.parts, self.lo, self.hi = tuple(self.read_rows(lo, hi)), lo, hi
+        else:
+            if lo > self.lo:
+                self.parts = tuple(part[:, lo - self.lo:] for part in self.parts)
+                self.lo = lo
+            if hi > self.hi:
+                more = self.read_rows(self.hi, hi)
+                self.parts = tuple(torch.cat([part, extra], dim=1) for part, extra in zip(self.parts, more))
+                self.hi = hi
+        return self.parts, self.lo
+
+
 @torch.no_grad()
+def blend_rows(
+    model: torch.nn.Module,
+    height: int,
+    width: int,
+    read_rows: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+    *,
+    window: int = 256,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """Blend a model's predictions over overlapping windows, yielding rows as soon as they are final.
+
+    The windows are visited row by row (``window_starts`` of the rows, then of
+    the columns), ``batch_size`` at a time. After each batch, the rows above the
+    next window's first row are touched by no later window: they are divided by
+    their summed weights and yielded as ``(first_row, probabilities (K, n, W)
+    float32, cloudfree (4, n, W) float32 or None)``, top to bottom, then
+    forgotten. So memory holds about two window-heights of rows whatever the
+    scene's height, and :func:`sliding_window_predict` (the whole scene in
+    memory) is this generator collected: both give the same numbers, bit for bit.
+
+    Args:
+        read_rows: ``(row0, row1) -> (optical (4, n, W), SAR (Cs, n, W))`` in
+            [0, 1], rows ``row0..row1-1`` of the scene, each row asked for once.
+    """
+    model.eval()
+    device = torch.device(device)
+    window_h, window_w = min(window, height), min(window, width)
+    weight = blend_weights(window_h, window_w)
+    corners = [(row, col) for row in window_starts(height, window, overlap) for col in window_starts(width, window, overlap)]
+    inputs = RowBuffer(read_rows)
+    probability_sum = cloudfree_sum = None
+    weight_sum = torch.zeros(0, width, dtype=torch.float64)
+    done = 0  # rows above `done` have been yielded; the sums hold rows done .. done + len(weight_sum)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else torch.autocast(device.type, enabled=False)
+    for first in range(0, len(corners), batch_size):
+        chunk = corners[first:first + batch_size]
+        low, high = chunk[0][0], chunk[-1][0] + window_h
+        (optical, sar), offset = inputs.rows(low, high)
+        if optical.dim() != 3 or sar.dim() != 3 or optical.shape[-2:] != sar.shape[-2:]:
+            raise ValueError(f"blend_rows: expected (4, H, W) optical and (Cs, H, W) SAR on one grid, "
+                             f"found {tuple(optical.shape)} and {tuple(sar.shape)}")
+        optical_batch = torch.stack([optical[:, r - offset:r - offset + window_h, c:c + window_w] for r, c in chunk])
+        sar_batch = torch.stack([sar[:, r - offset:r - offset + window_h, c:c + window_w] for r, c in chunk])
+        with autocast:
+            outputs = model(optical_batch.to(device), sar_batch.to(device))
+        probabilities = torch.softmax(outputs["logits"].double(), dim=1).cpu()
+        cloudfree = outputs.get("cloudfree")
+        if probability_sum is None:
+            probability_sum = torch.zeros(probabilities.shape[1], 0, width, dtype=torch.float64)
+            if cloudfree is not None:
+                cloudfree_sum = torch.zeros(cloudfree.shape[1], 0, width, dtype=torch.float64)
+        grow = done + weight_sum.shape[0]
+        if high > grow:  # new rows start at zero, as in a whole-scene buffer
+            weight_sum = torch.cat([weight_sum, weight_sum.new_zeros(high - grow, width)])
+            probability_sum = torch.cat([probability_sum, probability_sum.new_zeros(probability_sum.shape[0], high - grow, width)], 1)
+            if cloudfree_sum is not None:
+                cloudfree_sum = torch.cat([cloudfree_sum, cloudfree_sum.new_zeros(cloudfree_sum.shape[0], high - grow, width)], 1)
+        for i, (row, col) in enumerate(chunk):
+            rows, cols = slice(row - done, row - done + window_h), slice(col, col + window_w)
+            probability_sum[:, rows, cols] += probabilities[i] * weight
+            weight_sum[rows, cols] += weight
+            if cloudfree_sum is not None:
+                cloudfree_sum[:, rows, cols] += cloudfree[i].double().cpu() * weight
+        final = corners[first + batch_size][0] if first + batch_size < len(corners) else height
+        if final > done:
+            n = final - done
+            finished = (probability_sum[:, :n] / weight_sum[:n]).float()
+            finished_cloudfree = None if cloudfree_sum is None else (cloudfree_sum[:, :n] / weight_sum[:n]).float()
+            yield done, finished, finished_cloudfree
+            probability_sum, weight_sum = probability_sum[:, n:], weight_sum[n:]
+            if cloudfree_sum is not None:
+                cloudfree_sum = cloudfree_sum[:, n:]
+            done = final
+
+
 def sliding_window_predict(
     model: torch.nn.Module,
     optical: torch.Tensor,
@@ -120,7 +239,7 @@ def sliding_window_predict(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor | None]:
-    """Blend a model's predictions over overlapping windows of one scene.
+    """Blend a model's predictions over overlapping windows of one scene held in memory.
 
     Args:
         model: forward contract of :func:`edc_lab.models.build_model`.
@@ -128,45 +247,113 @@ def sliding_window_predict(
 
     Returns ``probabilities`` (K, H, W) float32 (softmax, blended) and
     ``cloudfree`` (4, H, W) float32 or None for models without the head.
+    (:func:`blend_rows` over the in-memory tensors, collected.)
     """
     if optical.dim() != 3 or sar.dim() != 3 or optical.shape[-2:] != sar.shape[-2:]:
         raise ValueError(f"sliding_window_predict: expected (4, H, W) optical and (Cs, H, W) SAR on one grid, "
                          f"found {tuple(optical.shape)} and {tuple(sar.shape)}")
-    model.eval()
-    device = torch.device(device)
     height, width = optical.shape[-2:]
-    window_h, window_w = min(window, height), min(window, width)
-    weight = blend_weights(window_h, window_w)
-    corners = [(row, col) for row in window_starts(height, window, overlap) for col in window_starts(width, window, overlap)]
-    probability_sum = None
-    cloudfree_sum = None
-    weight_sum = torch.zeros(height, width, dtype=torch.float64)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else torch.autocast(device.type, enabled=False)
-    for first in range(0, len(corners), batch_size):
-        chunk = corners[first:first + batch_size]
-        optical_batch = torch.stack([optical[:, r:r + window_h, c:c + window_w] for r, c in chunk]).to(device)
-        sar_batch = torch.stack([sar[:, r:r + window_h, c:c + window_w] for r, c in chunk]).to(device)
-        with autocast:
-            outputs = model(optical_batch, sar_batch)
-        probabilities = torch.softmax(outputs["logits"].double(), dim=1).cpu()
-        cloudfree = outputs.get("cloudfree")
-        if probability_sum is None:
-            probability_sum = torch.zeros(probabilities.shape[1], height, width, dtype=torch.float64)
-            if cloudfree is not None:
-                cloudfree_sum = torch.zeros(cloudfree.shape[1], height, width, dtype=torch.float64)
-        for i, (row, col) in enumerate(chunk):
-            rows, cols = slice(row, row + window_h), slice(col, col + window_w)
-            probability_sum[:, rows, cols] += probabilities[i] * weight
-            weight_sum[rows, cols] += weight
-            if cloudfree_sum is not None:
-                cloudfree_sum[:, rows, cols] += cloudfree[i].double().cpu() * weight
-    result = {"probabilities": (probability_sum / weight_sum).float(), "cloudfree": None}
-    if cloudfree_sum is not None:
-        result["cloudfree"] = (cloudfree_sum / weight_sum).float()
-    return result
+    bands = list(blend_rows(model, height, width, lambda lo, hi: (optical[:, lo:hi], sar[:, lo:hi]), window=window,
+                            overlap=overlap, batch_size=batch_size, device=device, amp_dtype=amp_dtype))
+    cloudfree = [band[2] for band in bands]
+    return {"probabilities": torch.cat([band[1] for band in bands], dim=1),
+            "cloudfree": torch.cat(cloudfree, dim=1) if cloudfree[0] is not None else None}
 
 
 # --------------------------------------------------------------------------- reading the inputs
+class SceneReader:
+    """One optical + SAR scene, checked once, read by bands of rows (the whole scene is one band).
+
+    The optical GeoTIFF defines the grid. Its header and the SAR's (band count,
+    CRS, overlap of at least :data:`edc_lab.data.io.MIN_OVERLAP` of the optical
+    footprint) are checked when the reader is made, before any pixel is read.
+    :meth:`read` then reads rows ``row0..row1-1`` of the optical (a rasterio
+    windowed read), the part of the SAR file covering them, aligns that onto the
+    optical rows by georeference (bilinear), checks both against the value
+    ``convention`` and normalises them (see the module docstring).
+
+    Pixels of the band just outside the SAR footprint take the nearest SAR value
+    *within the band* read. For a scene read whole that is the nearest in the
+    scene; streamed bands give the same values wherever the SAR covers the
+    optical grid up to thin edge strips (M3M-CR: one row), which is the case
+    the readers accept. A band of rows with no SAR pixel at all is refused with
+    a message naming the rows.
+    """
+
+    def __init__(self, optical_path: str | Path, sar_path: str | Path, *, convention: str = "m3mcr",
+                 sar_channels: int | None = None, fill_nonfinite: float | None = None) -> None:
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention: expected one of {CONVENTIONS}, found {convention!r}")
+        self.optical_path, self.sar_path = Path(optical_path), Path(sar_path)
+        self.convention, self.sar_channels, self.fill_nonfinite = convention, sar_channels, fill_nonfinite
+        with open_raster(self.optical_path, OPTICAL_WHAT) as source:
+            check_header(source, OPTICAL_WHAT, bands=len(OPTICAL_BANDS), require_crs=True)
+            self.grid = Grid(self.optical_path, source.crs, source.transform, source.height, source.width)
+            self.nodata = source.nodata
+        with open_raster(self.sar_path, "SAR") as source:
+            check_header(source, "SAR", bands=sar_channels, require_crs=True)
+            sar_grid = Grid(self.sar_path, source.crs, source.transform, source.height, source.width)
+        check_alignable(sar_grid, self.grid, "SAR")
+        self.valid_pixels = 0  # optical pixels with data, counted over the rows read
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.grid.shape
+
+    def read(self, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Raster]:
+        """Rows ``row0..row1-1``: (optical (4, n, W), SAR (Cs, n, W)) in [0, 1], nodata (n, W), optical raster."""
+        height, width = self.grid.shape
+        whole = (row0, row1) == (0, height)
+        window = None if whole else Window(0, row0, width, row1 - row0)
+        optical = read_geotiff(self.optical_path, OPTICAL_WHAT, bands=len(OPTICAL_BANDS), require_crs=True,
+                               window=window, fill_nonfinite=self.fill_nonfinite)
+        rows = "" if whole else f", rows {row0}..{row1 - 1}"
+        sar = read_covering(self.sar_path, "SAR", optical, bands=self.sar_channels, fill_nonfinite=self.fill_nonfinite,
+                            min_overlap=MIN_OVERLAP if whole else 0.0)
+        optical_convention, sar_convention = CONVENTION_CHECKS[self.convention]
+        check_convention(optical, f"optical ('{self.convention}' convention{rows})", optical_convention)
+        check_convention(sar, f"SAR ('{self.convention}' convention{rows})", sar_convention)
+        sar = nodata_as_nan(sar, "SAR" if whole else f"SAR (for optical rows {row0}..{row1 - 1})")
+        if same_grid(sar, optical):
+            sar_on_grid = sar.values
+        else:
+            sar_on_grid = align_to(sar, optical, resampling=_bilinear(), nodata=np.nan, what="SAR",
+                                   min_overlap=MIN_OVERLAP if whole else 0.0)
+        missing_sar = np.isnan(sar_on_grid).any(axis=0)
+        if missing_sar.all():
+            raise DataError(f"{self.sar_path}: expected SAR pixels over optical rows {row0}..{row1 - 1} of "
+                            f"{self.optical_path}, found none (the SAR footprint misses those rows)")
+        sar_on_grid = fill_from_nearest(sar_on_grid, missing_sar)
+        nodata = nodata_mask(optical)
+        if whole:
+            check_some_data(optical, "optical")
+        self.valid_pixels += int(nodata.size - nodata.sum())
+        optical_scaled, sar_scaled = self.normalize(optical.values, sar_on_grid, sar)
+        return optical_scaled, sar_scaled, nodata, optical
+
+    def normalize(self, optical: np.ndarray, sar: np.ndarray, sar_raster: Raster) -> tuple[np.ndarray, np.ndarray]:
+        """Scale optical and SAR (on the optical grid) to [0, 1] by the reader's convention."""
+        if self.convention == "m3mcr":
+            from edc_lab.data.m3mcr import SAR_POLARIZATIONS, normalize_optical, normalize_sar
+
+            if sar.shape[0] != len(SAR_POLARIZATIONS):
+                raise DataError(f"{sar_raster.path}: expected {len(SAR_POLARIZATIONS)} SAR bands {SAR_POLARIZATIONS} "
+                                f"in dB (M3M-CR convention), found {sar.shape[0]}")
+            return normalize_optical(optical), normalize_sar(sar)
+        if self.convention == "whu":
+            return optical.astype(np.float32) / 255.0, np.clip(sar / 255.0, 0.0, 1.0).astype(np.float32)
+        return np.clip(optical.astype(np.float32), 0.0, 1.0), np.clip(sar.astype(np.float32), 0.0, 1.0)
+
+    def check_some_data(self) -> None:
+        """After streaming every row: refuse an optical scene that was nodata everywhere (as a whole read does)."""
+        if self.valid_pixels == 0:
+            height, width = self.grid.shape
+            raise DataError(
+                f"{self.optical_path}: expected some valid optical pixels, found every one of {height}x{width} equal "
+                f"to the file's nodata value {self.nodata} (is the nodata value right?)"
+            )
+
+
 def read_inputs(
     optical_path: str | Path,
     sar_path: str | Path,
@@ -177,40 +364,14 @@ def read_inputs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Raster]:
     """Optical + SAR GeoTIFFs -> (optical (4, H, W), sar (Cs, H, W), nodata (H, W) bool, optical raster).
 
-    The SAR is aligned to the optical grid by georeference (bilinear), pixels
-    just outside its footprint take the nearest SAR value; values are
-    normalised by ``convention`` (see the module docstring).
+    The whole scene read at once by :class:`SceneReader`: the SAR is aligned to
+    the optical grid by georeference (bilinear), pixels just outside its
+    footprint take the nearest SAR value; values are normalised by
+    ``convention`` (see the module docstring).
     """
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention: expected one of {CONVENTIONS}, found {convention!r}")
-    optical = read_geotiff(optical_path, "optical (blue, green, red, NIR)", bands=len(OPTICAL_BANDS),
-                           require_crs=True, fill_nonfinite=fill_nonfinite)
-    sar = read_covering(sar_path, "SAR", optical, bands=sar_channels, fill_nonfinite=fill_nonfinite)
-    optical_convention, sar_convention = CONVENTION_CHECKS[convention]
-    check_convention(optical, f"optical ('{convention}' convention)", optical_convention)
-    check_convention(sar, f"SAR ('{convention}' convention)", sar_convention)
-    sar = nodata_as_nan(sar, "SAR")
-    if same_grid(sar, optical):
-        sar_on_grid = sar.values
-    else:
-        sar_on_grid = align_to(sar, optical, resampling=_bilinear(), nodata=np.nan, what="SAR")
-    sar_on_grid = fill_from_nearest(sar_on_grid, np.isnan(sar_on_grid).any(axis=0))
-    nodata = check_some_data(optical, "optical")
-    if convention == "m3mcr":
-        from edc_lab.data.m3mcr import SAR_POLARIZATIONS, normalize_optical, normalize_sar
-
-        if sar_on_grid.shape[0] != len(SAR_POLARIZATIONS):
-            raise DataError(f"{sar.path}: expected {len(SAR_POLARIZATIONS)} SAR bands {SAR_POLARIZATIONS} in dB "
-                            f"(M3M-CR convention), found {sar_on_grid.shape[0]}")
-        optical_scaled = normalize_optical(optical.values)
-        sar_scaled = normalize_sar(sar_on_grid)
-    elif convention == "whu":
-        optical_scaled = optical.values.astype(np.float32) / 255.0
-        sar_scaled = np.clip(sar_on_grid / 255.0, 0.0, 1.0).astype(np.float32)
-    else:
-        optical_scaled = np.clip(optical.values.astype(np.float32), 0.0, 1.0)
-        sar_scaled = np.clip(sar_on_grid.astype(np.float32), 0.0, 1.0)
-    return optical_scaled, sar_scaled, nodata, optical
+    reader = SceneReader(optical_path, sar_path, convention=convention, sar_channels=sar_channels,
+                         fill_nonfinite=fill_nonfinite)
+    return reader.read(0, reader.shape[0])
 
 
 def _bilinear():
@@ -220,6 +381,166 @@ def _bilinear():
 
 
 # --------------------------------------------------------------------------- the whole job
+class Predictor:
+    """A checkpoint loaded once, predicting any number of scenes (:meth:`predict`).
+
+    ``stream=True`` (the default) reads, predicts and writes a band of rows at a
+    time (:class:`SceneReader`, :func:`blend_rows`,
+    :class:`edc_lab.data.writer.RowWriter`): memory is set by ``window``,
+    ``batch_size`` and the scene's width, not its height. ``stream=False`` reads
+    the whole scene and blends it in memory first (refused when the buffers
+    would pass :data:`edc_lab.data.io.MAX_RASTER_BYTES`). Both write the same
+    files, pixel for pixel.
+    """
+
+    def __init__(self, checkpoint: str | Path, *, window: int = 256, overlap: int = 64, convention: str | None = None,
+                 device: str | torch.device = "auto", batch_size: int = 4, fill_nonfinite: float | None = None,
+                 stream: bool = True, overviews: bool = False) -> None:
+        from edc_lab.train.checkpoint import load_checkpoint
+        from edc_lab.train.distributed import resolve_device
+        from edc_lab.train.loop import resolve_amp
+
+        check_predict_options(window, overlap, batch_size, fill_nonfinite)
+        if convention is not None and convention not in CONVENTIONS:
+            raise ValueError(f"--convention: expected one of {CONVENTIONS}, found {convention!r}")
+        self.checkpoint = Path(checkpoint)
+        self.window, self.overlap, self.batch_size = window, overlap, batch_size
+        self.fill_nonfinite, self.stream, self.overviews = fill_nonfinite, bool(stream), bool(overviews)
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model, meta = load_checkpoint(checkpoint, map_location=self.device)
+        self.amp_dtype = resolve_amp("auto", self.device)
+        data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+        self.convention = convention or DEFAULT_CONVENTION.get(data.get("name"), "m3mcr")
+        self.in_sar = int(self.model.build_args.get("in_sar", data.get("in_sar", 2)))
+        self.num_classes = int(self.model.build_args.get("num_classes", 1))
+        class_names = list(data.get("class_names") or [])
+        if len(class_names) != self.num_classes:  # missing or inconsistent metadata: number the classes
+            class_names = [f"class {k}" for k in range(self.num_classes)]
+        self.class_names = class_names
+
+    def _no_cloudfree(self, what: str) -> ValueError:
+        return ValueError(f"--cloudfree: expected a model with a cloud-removal head, found {self.checkpoint} holding "
+                          f"{self.model.build_args.get('name')}, which {what}")
+
+    def predict(self, optical_path: str | Path, sar_path: str | Path, out_path: str | Path, *,
+                probabilities_path: str | Path | None = None, cloudfree_path: str | Path | None = None) -> dict:
+        """Predict one scene and write its class map (and optionally probabilities / cloud-free image).
+
+        Returns a summary dict: ``shape`` (H, W), ``crs``, ``transform`` (6 numbers),
+        ``windows`` (how many), ``class_counts`` ({class name: pixels}) and the paths written.
+        """
+        from edc_lab.data.writer import GDAL_CACHE_MB, RowWriter
+
+        check_output_paths(
+            {"--out": out_path, "--probabilities": probabilities_path, "--cloudfree": cloudfree_path},
+            {"--checkpoint": self.checkpoint, "--optical": optical_path, "--sar": sar_path},
+        )
+        if cloudfree_path is not None and not getattr(self.model, "has_cloud_removal", True):
+            raise self._no_cloudfree("has none")
+        header = read_grid(optical_path, OPTICAL_WHAT)  # sizes are checked before anything else is opened
+        height, width = header.shape
+        if self.stream and height * width > MAX_STREAM_PIXELS:
+            raise DataError(
+                f"{header.path}: expected a scene of at most {MAX_STREAM_PIXELS} pixels, found a header declaring "
+                f"{height}x{width} = {height * width} pixels ({4 * height * width * 2 / 2**30:.1f} GiB of uint16 "
+                f"optical); refused before reading (cut it into parts, e.g. with gdal_translate -srcwin)")
+        if not self.stream:  # the whole scene's blended probabilities live in memory (float64)
+            check_declared_size(header.path, "optical scene: blended class probabilities and weights in float64",
+                                self.num_classes + (len(OPTICAL_BANDS) if cloudfree_path else 0) + 1, height, width,
+                                "float64")
+        reader = SceneReader(optical_path, sar_path, convention=self.convention, sar_channels=self.in_sar,
+                             fill_nonfinite=self.fill_nonfinite)
+        grid = reader.grid
+        if self.stream:
+            bands, nodata_rows = self._stream(reader)
+        else:
+            optical, sar, nodata, _ = reader.read(0, height)
+            outputs = sliding_window_predict(self.model, torch.from_numpy(optical), torch.from_numpy(sar),
+                                             window=self.window, overlap=self.overlap, batch_size=self.batch_size,
+                                             device=self.device, amp_dtype=self.amp_dtype)
+            bands = iter([(0, outputs["probabilities"], outputs["cloudfree"])])
+            nodata_rows = lambda row0, row1: nodata[row0:row1]  # noqa: E731
+        common = dict(crs=grid.crs, transform=grid.transform, height=height, width=width)
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        nodata_pixels = 0
+        writers: list[RowWriter] = []
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # tiles are flushed as written, not cached
+            try:
+                classes_out = RowWriter(out_path, 1, "uint8", nodata=IGNORE_INDEX, **common,
+                                        overviews="nearest" if self.overviews else None)
+                writers.append(classes_out)
+                probabilities_out = cloudfree_out = None
+                if probabilities_path is not None:
+                    probabilities_out = RowWriter(probabilities_path, self.num_classes, "float32",
+                                                  descriptions=self.class_names, **common,
+                                                  overviews="average" if self.overviews else None)
+                    writers.append(probabilities_out)
+                if cloudfree_path is not None:
+                    cloudfree_out = RowWriter(cloudfree_path, len(OPTICAL_BANDS), "float32", descriptions=OPTICAL_BANDS,
+                                              **common, overviews="average" if self.overviews else None)
+                    writers.append(cloudfree_out)
+                for row0, probabilities, cloudfree in bands:
+                    if cloudfree_out is not None and cloudfree is None:  # found at the first band, before any write
+                        raise self._no_cloudfree("returns none")
+                    nodata = nodata_rows(row0, row0 + probabilities.shape[1])
+                    classes = probabilities.argmax(dim=0).numpy().astype(np.uint8)
+                    classes[nodata] = IGNORE_INDEX
+                    counts += np.bincount(classes[~nodata].ravel(), minlength=self.num_classes)[:self.num_classes]
+                    nodata_pixels += int(nodata.sum())
+                    classes_out.write(classes[None])
+                    if probabilities_out is not None:
+                        probabilities_out.write(probabilities.numpy())
+                    if cloudfree_out is not None:
+                        cloudfree_out.write(cloudfree.clamp(0, 1).numpy())
+                if self.stream:
+                    reader.check_some_data()
+                for writer in writers:  # every file complete: rename them into place
+                    writer.close()
+            except BaseException:
+                for writer in writers:
+                    writer.abort()
+                raise
+        written = {"out": str(out_path)}
+        if probabilities_path is not None:
+            written["probabilities"] = str(probabilities_path)
+        if cloudfree_path is not None:
+            written["cloudfree"] = str(cloudfree_path)
+        windows = len(window_starts(height, self.window, self.overlap)) * len(window_starts(width, self.window, self.overlap))
+        return {
+            "shape": (height, width),
+            "crs": str(grid.crs),
+            "transform": list(grid.transform)[:6],
+            "windows": windows,
+            "convention": self.convention,
+            "streamed": self.stream,
+            "class_counts": {name: int(count) for name, count in zip(self.class_names, counts)},
+            "nodata_pixels": nodata_pixels,
+            **written,
+        }
+
+    def _stream(self, reader: SceneReader):
+        """(the bands of :func:`blend_rows` over the reader, nodata lookup by rows) for one streamed scene."""
+        height, width = reader.shape
+        nodata_parts: dict[int, np.ndarray] = {}  # first row -> nodata of the rows read there, until written
+
+        def read_rows(row0: int, row1: int) -> tuple[torch.Tensor, torch.Tensor]:
+            optical, sar, nodata, _ = reader.read(row0, row1)
+            nodata_parts[row0] = nodata
+            return torch.from_numpy(optical), torch.from_numpy(sar)
+
+        def nodata_rows(row0: int, row1: int) -> np.ndarray:
+            rows = np.concatenate([nodata_parts[start] for start in sorted(nodata_parts)])
+            first = min(nodata_parts)
+            wanted = rows[row0 - first:row1 - first]
+            for start in [start for start in nodata_parts if start + len(nodata_parts[start]) <= row1]:
+                del nodata_parts[start]  # every row of this part is written
+            return wanted
+
+        bands = blend_rows(self.model, height, width, read_rows, window=self.window, overlap=self.overlap,
+                           batch_size=self.batch_size, device=self.device, amp_dtype=self.amp_dtype)
+        return bands, nodata_rows
+
+
 def predict_geotiff(
     checkpoint: str | Path,
     optical_path: str | Path,
@@ -234,75 +555,23 @@ def predict_geotiff(
     device: str = "auto",
     batch_size: int = 4,
     fill_nonfinite: float | None = None,
+    stream: bool = True,
+    overviews: bool = False,
 ) -> dict:
-    """Predict a class map for one optical + SAR scene and write it as a GeoTIFF.
+    """Predict a class map for one optical + SAR scene and write it as a GeoTIFF (:class:`Predictor`).
 
     Returns a summary dict: ``shape`` (H, W), ``crs``, ``transform`` (6 numbers),
     ``windows`` (how many), ``class_counts`` ({class name: pixels}) and the paths written.
     """
-    from edc_lab.data.writer import write_geotiff
-    from edc_lab.train.checkpoint import load_checkpoint
-    from edc_lab.train.distributed import resolve_device
-    from edc_lab.train.loop import resolve_amp
-
     check_predict_options(window, overlap, batch_size, fill_nonfinite)
-    if convention is not None and convention not in CONVENTIONS:
-        raise ValueError(f"--convention: expected one of {CONVENTIONS}, found {convention!r}")
     check_output_paths(
         {"--out": out_path, "--probabilities": probabilities_path, "--cloudfree": cloudfree_path},
         {"--checkpoint": checkpoint, "--optical": optical_path, "--sar": sar_path},
     )
-    torch_device = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, map_location=torch_device)
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-    convention = convention or DEFAULT_CONVENTION.get(data.get("name"), "m3mcr")
-    in_sar = int(model.build_args.get("in_sar", data.get("in_sar", 2)))
-    num_classes = int(model.build_args.get("num_classes", 1))
-    if cloudfree_path is not None and not getattr(model, "has_cloud_removal", True):
-        raise ValueError(f"--cloudfree: expected a model with a cloud-removal head, found {checkpoint} holding "
-                         f"{model.build_args.get('name')}, which has none")
-    # the whole scene's blended probabilities live in memory (float64): refuse what cannot fit, before reading
-    grid_header = read_grid(optical_path, "optical (blue, green, red, NIR)")
-    check_declared_size(grid_header.path, "optical scene: blended class probabilities and weights in float64",
-                        num_classes + (len(OPTICAL_BANDS) if cloudfree_path else 0) + 1, *grid_header.shape, "float64")
-    optical, sar, nodata, grid = read_inputs(optical_path, sar_path, convention=convention, sar_channels=in_sar,
-                                             fill_nonfinite=fill_nonfinite)
-    outputs = sliding_window_predict(
-        model, torch.from_numpy(optical), torch.from_numpy(sar), window=window, overlap=overlap,
-        batch_size=batch_size, device=torch_device, amp_dtype=resolve_amp("auto", torch_device),
-    )
-    probabilities = outputs["probabilities"]
-    if cloudfree_path is not None and outputs["cloudfree"] is None:  # check before writing anything
-        raise ValueError(f"--cloudfree: expected a model with a cloud-removal head, found {checkpoint} holding "
-                         f"{model.build_args.get('name')}, which returns none")
-    classes = probabilities.argmax(dim=0).numpy().astype(np.uint8)
-    classes[nodata] = IGNORE_INDEX
-    write_geotiff(out_path, classes[None], crs=grid.crs, transform=grid.transform, nodata=IGNORE_INDEX)
-    class_names = list(data.get("class_names") or [])
-    if len(class_names) != probabilities.shape[0]:  # missing or inconsistent metadata: number the classes
-        class_names = [f"class {k}" for k in range(probabilities.shape[0])]
-    written = {"out": str(out_path)}
-    if probabilities_path is not None:
-        write_geotiff(probabilities_path, probabilities.numpy(), crs=grid.crs, transform=grid.transform,
-                      descriptions=class_names)
-        written["probabilities"] = str(probabilities_path)
-    if cloudfree_path is not None:
-        write_geotiff(cloudfree_path, outputs["cloudfree"].clamp(0, 1).numpy(), crs=grid.crs,
-                      transform=grid.transform, descriptions=OPTICAL_BANDS)
-        written["cloudfree"] = str(cloudfree_path)
-    height, width = classes.shape
-    counts = np.bincount(classes[classes != IGNORE_INDEX].ravel(), minlength=len(class_names))
-    windows = len(window_starts(height, window, overlap)) * len(window_starts(width, window, overlap))
-    return {
-        "shape": (height, width),
-        "crs": str(grid.crs),
-        "transform": list(grid.transform)[:6],
-        "windows": windows,
-        "convention": convention,
-        "class_counts": {name: int(count) for name, count in zip(class_names, counts)},
-        "nodata_pixels": int(nodata.sum()),
-        **written,
-    }
+    predictor = Predictor(checkpoint, window=window, overlap=overlap, convention=convention, device=device,
+                          batch_size=batch_size, fill_nonfinite=fill_nonfinite, stream=stream, overviews=overviews)
+    return predictor.predict(optical_path, sar_path, out_path, probabilities_path=probabilities_path,
+                             cloudfree_path=cloudfree_path)
 
 
 def check_predict_options(window, overlap, batch_size, fill_nonfinite=None) -> None:
@@ -325,29 +594,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from edc_lab.cli import device_name, float_in, int_in
 
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by edc-lab train")
-    parser.add_argument("--optical", required=True, metavar="OPT.tif", help="optical GeoTIFF (4 bands: B, G, R, NIR)")
-    parser.add_argument("--sar", required=True, metavar="SAR.tif", help="SAR GeoTIFF (any grid overlapping the optical)")
-    parser.add_argument("--out", required=True, metavar="MAP.tif", help="output class map (uint8, optical grid)")
+    one = parser.add_argument_group("one scene")
+    one.add_argument("--optical", metavar="OPT.tif", help="optical GeoTIFF (4 bands: B, G, R, NIR)")
+    one.add_argument("--sar", metavar="SAR.tif", help="SAR GeoTIFF (any grid overlapping the optical)")
+    one.add_argument("--out", metavar="MAP.tif", help="output class map (uint8, optical grid)")
+    one.add_argument("--probabilities", metavar="P.tif", help="also write the class probabilities (float32)")
+    one.add_argument("--cloudfree", metavar="CF.tif", help="also write the cloud-free estimate (float32, [0, 1])")
+    many = parser.add_argument_group("many scenes (also under torchrun: each process takes its share)")
+    many.add_argument("--scenes", metavar="LIST", help="a CSV (header: optical,sar[,name]), an M3M-CR folder or "
+                                                      "a WHU-OPT-SAR folder")
+    many.add_argument("--out-dir", metavar="DIR", help="where NAME.tif (and NAME.probabilities.tif, "
+                                                       "NAME.cloudfree.tif) are written")
+    many.add_argument("--split", default="test", help="M3M-CR folder: the split to predict (default test)")
+    many.add_argument("--save-probabilities", action="store_true", help="also write NAME.probabilities.tif")
+    many.add_argument("--save-cloudfree", action="store_true", help="also write NAME.cloudfree.tif")
+    many.add_argument("--overwrite", action="store_true", help="predict scenes whose outputs exist (default: skip)")
     parser.add_argument("--window", type=int_in(*WINDOW_RANGE), default=256, help="window size in pixels (default 256)")
     parser.add_argument("--overlap", type=int_in(0), default=64, help="overlap between windows, < --window (default 64)")
-    parser.add_argument("--probabilities", metavar="P.tif", help="also write the class probabilities (float32)")
-    parser.add_argument("--cloudfree", metavar="CF.tif", help="also write the cloud-free estimate (float32, [0, 1])")
     parser.add_argument("--convention", choices=CONVENTIONS,
                         help="input scaling (default: the checkpoint's dataset; synthetic -> m3mcr)")
     parser.add_argument("--batch-size", type=int_in(*BATCH_SIZE_RANGE), default=4,
                         help="windows per forward pass (default 4)")
     parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--fill-nonfinite", type=float_in(), metavar="VALUE", help="fill NaN/Inf input pixels with VALUE")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="read and blend the whole scene in memory instead of streaming bands of rows")
+    parser.add_argument("--overviews", action="store_true", help="add overviews (2x, 4x, ...) to every output")
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    single = {"--optical": args.optical, "--sar": args.sar, "--out": args.out}
+    if args.scenes is None:
+        missing = [option for option, value in single.items() if value is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: expected --optical, --sar and --out (one scene) or --scenes and "
+                             f"--out-dir (many scenes), found {' and '.join(missing)} missing")
+        extra = [option for option, value in {"--out-dir": args.out_dir, "--save-probabilities": args.save_probabilities,
+                                              "--save-cloudfree": args.save_cloudfree}.items() if value]
+        if extra:
+            raise ValueError(f"{', '.join(extra)}: expected only with --scenes, found with one scene (--optical)")
+        return
+    given = [option for option, value in {**single, "--probabilities": args.probabilities,
+                                          "--cloudfree": args.cloudfree}.items() if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: expected none with --scenes (outputs are named DIR/NAME.tif; use "
+                         f"--save-probabilities / --save-cloudfree), found {', '.join(given)}")
+    if args.out_dir is None:
+        raise ValueError("--out-dir: expected an output folder with --scenes, found none")
 
 
 def run(args: argparse.Namespace) -> int:
+    from edc_lab.scenes import predict_scenes, process_rank, read_scene_list
     from edc_lab.train.checkpoint import CheckpointError
 
     try:
+        _check_modes(args)
+        if args.scenes is not None:
+            rank, world_size, local_rank = process_rank()
+            from edc_lab.train.distributed import resolve_device
+
+            scenes = read_scene_list(args.scenes, args.split)
+            predictor = Predictor(args.checkpoint, window=args.window, overlap=args.overlap,
+                                  convention=args.convention, device=resolve_device(args.device, local_rank, world_size),
+                                  batch_size=args.batch_size, fill_nonfinite=args.fill_nonfinite,
+                                  stream=not args.in_memory, overviews=args.overviews)
+            report = predict_scenes(predictor, scenes, args.out_dir, probabilities=args.save_probabilities,
+                                    cloudfree=args.save_cloudfree, overwrite=args.overwrite, rank=rank,
+                                    world_size=world_size)
+            tag = f"process {rank} of {world_size}: " if world_size > 1 else ""
+            print(f"{tag}{len(report['done'])} predicted, {len(report['skipped'])} skipped (done before), "
+                  f"{len(report['failed'])} failed, of {len(scenes)} scenes in {args.scenes}")
+            for failure in report["failed"]:
+                print(f"edc-lab predict: failed: {failure['name']} ({failure['optical']}, {failure['sar']}): "
+                      f"{failure['error']}", file=sys.stderr)
+            return 1 if report["failed"] else 0
         summary = predict_geotiff(
             args.checkpoint, args.optical, args.sar, args.out, args.window, args.overlap,
             probabilities_path=args.probabilities, cloudfree_path=args.cloudfree, convention=args.convention,
             device=args.device, batch_size=args.batch_size, fill_nonfinite=args.fill_nonfinite,
+            stream=not args.in_memory, overviews=args.overviews,
         )
     except (ValueError, DataError, CheckpointError, OSError) as error:
         print(f"edc-lab predict: error: {error}", file=sys.stderr)

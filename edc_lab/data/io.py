@@ -317,17 +317,21 @@ def check_convention(raster: Raster, what: str, convention: str) -> None:
             raise DataError(f"{where} as floats already scaled to [0, 1], found values in [{low:.4g}, {high:.4g}]")
 
 
+def nodata_mask(raster: Raster) -> np.ndarray:
+    """(H, W) mask of the pixels equal to the raster's nodata value in every band (all False without one)."""
+    if raster.nodata is None:
+        return np.zeros(raster.shape, dtype=bool)
+    if np.isnan(raster.nodata):
+        return np.isnan(raster.values).all(axis=0)
+    return (raster.values == raster.nodata).all(axis=0)
+
+
 def check_some_data(raster: Raster, what: str) -> np.ndarray:
     """(H, W) mask of pixels equal to nodata in every band; a raster that is nodata everywhere is a DataError.
 
     (A wrong nodata value — say 0 on a file whose zeros are data — is the usual cause.)
     """
-    if raster.nodata is None:
-        return np.zeros(raster.shape, dtype=bool)
-    if np.isnan(raster.nodata):
-        missing = np.isnan(raster.values).all(axis=0)
-    else:
-        missing = (raster.values == raster.nodata).all(axis=0)
+    missing = nodata_mask(raster)
     if missing.all():
         raise DataError(
             f"{raster.path}: expected some valid {what} pixels, found every one of {raster.shape[0]}x{raster.shape[1]} "

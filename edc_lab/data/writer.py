@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +49,7 @@ import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from edc_lab.data.io import Raster, fill_from_nearest
 from edc_lab.data.m3mcr import SAR_POLARIZATIONS, denormalize_sar
@@ -314,3 +316,125 @@ def write_whu_sample(
     }
     return paths
 
+
+
+#: block (tile) size of the GeoTIFFs that predict writes: GIS tools read a zoom by tiles
+TILE = 256
+#: GDAL's raster block cache while writing (MB; ``rasterio.Env(GDAL_CACHEMAX=...)`` around the writers):
+#: written tiles are flushed, never held for the whole scene (GDAL's default is 5 % of the RAM)
+GDAL_CACHE_MB = 64
+
+
+def overview_factors(height: int, width: int, smallest: int = TILE) -> list[int]:
+    """Overview decimation factors 2, 4, 8, … while the overview stays at least ``smallest`` pixels wide or high."""
+    factors, factor = [], 2
+    while max(height, width) // factor >= smallest:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
+class RowWriter:
+    """Write a GeoTIFF band of rows at a time: tiled (:data:`TILE`²), DEFLATE-compressed, atomically.
+
+    Rows arrive top to bottom in bands of any height (:meth:`write`); they are
+    written once a whole row of tiles is complete, so every tile is compressed
+    once and memory holds at most one row of tiles. :meth:`close` writes the
+    rest, builds overviews when asked (``overviews``: a resampling name such as
+    ``"nearest"`` for classes or ``"average"`` for probabilities) and renames the
+    temporary file over ``path`` (:func:`atomic_output`): a run that fails,
+    whenever it fails, leaves no half-written file. Use as a context manager.
+
+    The same writer serves a scene held in memory (one :meth:`write` of all rows)
+    and a streamed one, so both produce the same file.
+    """
+
+    def __init__(self, path: str | Path, bands: int, dtype: str, *, crs, transform: Affine, height: int, width: int,
+                 nodata: float | None = None, descriptions: Sequence[str] | None = None,
+                 overviews: str | None = None) -> None:
+        self.path, self.height, self.width, self.bands = Path(path), height, width, bands
+        self.overviews = overviews
+        self._atomic = atomic_output(self.path)
+        self._temporary = self._atomic.__enter__()
+        try:
+            profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype=dtype, crs=crs,
+                           transform=transform, nodata=nodata, compress="deflate", tiled=True,
+                           blockxsize=TILE, blockysize=TILE, BIGTIFF="IF_SAFER")
+            self._target = rasterio.open(self._temporary, "w", **profile)
+            for band, description in enumerate(descriptions or (), start=1):
+                self._target.set_band_description(band, description)
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+        self.rows_written = 0
+
+    def write(self, values: np.ndarray) -> None:
+        """Append the next (bands, rows, width) band of rows."""
+        if values.ndim != 3 or values.shape[0] != self.bands or values.shape[2] != self.width:
+            raise ValueError(f"RowWriter {self.path}: expected ({self.bands}, rows, {self.width}) values, "
+                             f"found {values.shape}")
+        if self.rows_written + self._pending_rows + values.shape[1] > self.height:
+            raise ValueError(f"RowWriter {self.path}: expected at most {self.height} rows in all, found more")
+        self._pending.append(values)
+        self._pending_rows += values.shape[1]
+        complete = (self._pending_rows // TILE) * TILE
+        if complete:
+            self._flush(complete)
+
+    def _flush(self, rows: int) -> None:
+        block = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+        self._target.write(block[:, :rows], window=Window(0, self.rows_written, self.width, rows))
+        self.rows_written += rows
+        rest = block[:, rows:]
+        self._pending = [rest] if rest.shape[1] else []
+        self._pending_rows = rest.shape[1]
+
+    def close(self) -> Path:
+        """Write the last rows, build overviews, rename into place. Refuses a file with rows missing."""
+        if getattr(self, "_closed", False):
+            return self.path
+        self._closed = True
+        try:
+            if self._pending_rows:
+                self._flush(self._pending_rows)
+            if self.rows_written != self.height:
+                raise ValueError(f"RowWriter {self.path}: expected {self.height} rows, found {self.rows_written}")
+            if self.overviews is not None:
+                factors = overview_factors(self.height, self.width)
+                if factors:
+                    self._target.build_overviews(factors, Resampling[self.overviews])
+                    self._target.update_tags(ns="rio_overview", resampling=self.overviews)
+            self._target.close()
+        except BaseException:
+            self.abort()
+            raise
+        self._atomic.__exit__(None, None, None)  # renames the temporary file over the path
+        self._renamed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file (idempotent); ``path`` keeps what it had before."""
+        if getattr(self, "_aborted", False) or getattr(self, "_renamed", False):
+            return
+        self._aborted = True
+        try:
+            self._target.close()
+        except Exception:
+            pass
+        error = RuntimeError(f"RowWriter {self.path}: aborted")
+        try:
+            self._atomic.__exit__(RuntimeError, error, None)
+        except RuntimeError:
+            pass
+        self._temporary.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,214 @@
+"""Many scenes at once: scene lists, a share per process under torchrun, skip what is done, report what failed.
+
+Mapping a region means predicting many optical + SAR scene pairs. ``edc-lab
+predict --scenes LIST --out-dir DIR`` takes them from
+
+* **a CSV with a header** naming the columns ``optical`` and ``sar`` (and
+  optionally ``name``, the output's file name without ``.tif``; default: the
+  optical file's stem). Paths are absolute or relative to the CSV's folder;
+* **an M3M-CR folder** (``<root>/<split>.csv`` or ``one_<split>_sample.csv``,
+  five headerless columns relative to ``<root>/<split>``; the *cloudy* optical
+  and the SAR are predicted), or such a CSV file itself;
+* **a WHU-OPT-SAR folder** (``<root>/optical/NAME.tif`` with ``<root>/sar/NAME.tif``).
+
+Each scene writes ``DIR/NAME.tif`` (classes) and, when asked,
+``DIR/NAME.probabilities.tif`` and ``DIR/NAME.cloudfree.tif``.
+
+**Many processes.** Under ``torchrun --nproc-per-node N -m edc_lab.cli predict
+--scenes ...`` process ``RANK`` of ``WORLD_SIZE`` takes the scenes
+``RANK, RANK + N, …`` of the list (the environment variables torchrun sets; no
+scheduler, no communication between processes). Each file is written under a
+temporary name and renamed when complete, so a scene whose outputs all exist is
+done: a re-run skips it (``overwrite=True`` redoes it). A scene that fails —
+a missing or unreadable file, rasters that do not overlap, an output equal to
+an input — is reported with its paths and the error, and the others still
+finish; the exit status is 1 when any scene of the process failed.
+
+Our choice throughout (common practice for batch inference); nothing here is
+from the paper (arXiv 2603.20811).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from edc_lab.data.sample import DataError
+
+#: the CSV columns of a scene list (``name`` optional)
+LIST_COLUMNS = ("optical", "sar")
+#: what each written file is called, after the scene's name
+OUTPUT_SUFFIXES = {"out": ".tif", "probabilities": ".probabilities.tif", "cloudfree": ".cloudfree.tif"}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One optical + SAR pair to predict; ``source`` says where it was listed (for messages)."""
+
+    name: str
+    optical: Path
+    sar: Path
+    source: str
+
+    def outputs(self, out_dir: str | Path, probabilities: bool = False, cloudfree: bool = False) -> dict[str, Path]:
+        """{"out": …, "probabilities": …, "cloudfree": …} (the asked-for ones) under ``out_dir``."""
+        wanted = {"out": True, "probabilities": probabilities, "cloudfree": cloudfree}
+        return {key: Path(out_dir) / f"{self.name}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items() if wanted[key]}
+
+
+def _check_names(scenes: list[Scene], where: Path) -> list[Scene]:
+    if not scenes:
+        raise DataError(f"{where}: expected at least one scene pair, found none")
+    seen: dict[str, Scene] = {}
+    for scene in scenes:
+        if not scene.name or scene.name in (".", "..") or "/" in scene.name or "\\" in scene.name:
+            raise DataError(f"{scene.source}: expected a scene name usable as a file name, found {scene.name!r}")
+        if scene.name in seen:
+            raise DataError(f"{scene.source}: expected scene names to be unique (they name the outputs), found "
+                            f"{scene.name!r} again (first at {seen[scene.name].source}); give a 'name' column")
+        seen[scene.name] = scene
+    return scenes
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    try:
+        with open(path, newline="") as handle:
+            return [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{path}: expected a readable CSV scene list, found: {error}") from None
+
+
+def _m3mcr_scenes(csv_path: Path, base: Path) -> list[Scene]:
+    from edc_lab.data.m3mcr import CSV_COLUMNS
+
+    optical_column, sar_column = CSV_COLUMNS.index("optical"), CSV_COLUMNS.index("sar")
+    scenes = []
+    for number, row in enumerate(_read_rows(csv_path), start=1):
+        if len(row) != len(CSV_COLUMNS):
+            raise DataError(f"{csv_path}, line {number}: expected {len(CSV_COLUMNS)} columns "
+                            f"({', '.join(CSV_COLUMNS)}), found {len(row)}")
+        optical = base / row[optical_column].strip()
+        scenes.append(Scene(optical.stem, optical, base / row[sar_column].strip(), f"{csv_path}, line {number}"))
+    return _check_names(scenes, csv_path)
+
+
+def _list_scenes(csv_path: Path, rows: list[list[str]]) -> list[Scene]:
+    header = [cell.strip().lower() for cell in rows[0]]
+    missing = [column for column in LIST_COLUMNS if column not in header]
+    if missing:
+        raise DataError(f"{csv_path}: expected a header row with the columns {', '.join(LIST_COLUMNS)} (and "
+                        f"optionally name), found {rows[0]}")
+    where = {column: header.index(column) for column in (*LIST_COLUMNS, "name") if column in header}
+    scenes = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) < len(header):
+            raise DataError(f"{csv_path}, line {number}: expected {len(header)} columns ({', '.join(header)}), "
+                            f"found {len(row)}")
+        optical, sar = (csv_path.parent / row[where[column]].strip() for column in LIST_COLUMNS)
+        name = row[where["name"]].strip() if "name" in where else optical.stem
+        scenes.append(Scene(name, optical, sar, f"{csv_path}, line {number}"))
+    return _check_names(scenes, csv_path)
+
+
+def read_scene_list(path: str | Path, split: str = "test") -> list[Scene]:
+    """The scene pairs listed by a CSV, an M3M-CR folder (``split``) or a WHU-OPT-SAR folder (module docstring).
+
+    Only the list is checked here (its format, unique names); a listed file
+    that is missing or unreadable fails its own scene when it is predicted.
+    """
+    path = Path(path)
+    if path.is_file():
+        rows = _read_rows(path)
+        if not rows:
+            raise DataError(f"{path}: expected a scene list (a header with {', '.join(LIST_COLUMNS)}, or M3M-CR's "
+                            f"five columns), found an empty file")
+        if any(cell.strip().lower() in LIST_COLUMNS for cell in rows[0]):
+            return _list_scenes(path, rows)
+        return _m3mcr_scenes(path, path.parent / split)
+    if not path.is_dir():
+        raise DataError(f"{path}: expected a scene list (CSV) or a dataset folder, found no such file or folder")
+    if (path / "optical").is_dir():
+        opticals = sorted((path / "optical").glob("*.tif"))
+        scenes = [Scene(o.stem, o, path / "sar" / o.name, str(o)) for o in opticals]
+        if not scenes:
+            raise DataError(f"{path / 'optical'}: expected WHU-OPT-SAR optical scenes (*.tif), found none")
+        return _check_names(scenes, path)
+    for candidate in (path / f"{split}.csv", path / f"one_{split}_sample.csv"):
+        if candidate.is_file():
+            return _m3mcr_scenes(candidate, path / split)
+    raise DataError(f"{path}: expected a WHU-OPT-SAR folder (optical/ and sar/) or an M3M-CR folder with "
+                    f"{split}.csv or one_{split}_sample.csv (split {split!r}), found neither")
+
+
+def shard(scenes: Sequence[Scene], rank: int, world_size: int) -> list[Scene]:
+    """The scenes of process ``rank`` of ``world_size``: every ``world_size``-th, starting at ``rank``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"shard: expected 0 <= rank < world_size, found rank {rank} of {world_size}")
+    return list(scenes[rank::world_size])
+
+
+def process_rank() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment variables; (0, 1, 0) without them."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    except ValueError as error:
+        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK: expected integers, found {error}") from None
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"RANK / WORLD_SIZE: expected 0 <= RANK < WORLD_SIZE, found {rank} / {world_size}")
+    return rank, world_size, local_rank
+
+
+def check_output_folder(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` when missing and prove it writable (one DataError naming it), before any scene."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: expected an output folder, found a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".edc-lab-write-test."):
+            pass
+    except OSError as error:
+        raise DataError(f"{out_dir}: expected a writable output folder, found: {error.strerror or error}") from None
+    return out_dir
+
+
+def predict_scenes(predictor, scenes: Sequence[Scene], out_dir: str | Path, *, probabilities: bool = False,
+                   cloudfree: bool = False, overwrite: bool = False, rank: int = 0, world_size: int = 1,
+                   log=print) -> dict:
+    """Predict this process's share of ``scenes`` with a loaded :class:`edc_lab.predict.Predictor`.
+
+    Returns ``{"done": [names], "skipped": [names], "failed": [{"name", "optical", "sar", "error"}]}``.
+    A scene is skipped when every output it would write exists (and ``overwrite`` is False).
+    """
+    from edc_lab.train.checkpoint import CheckpointError
+
+    out_dir = check_output_folder(out_dir)
+    mine = shard(scenes, rank, world_size)
+    report: dict[str, list] = {"done": [], "skipped": [], "failed": []}
+    tag = f"[{rank}/{world_size}] " if world_size > 1 else ""
+    for index, scene in enumerate(mine, start=1):
+        outputs = scene.outputs(out_dir, probabilities, cloudfree)
+        if not overwrite and all(path.is_file() for path in outputs.values()):
+            report["skipped"].append(scene.name)
+            log(f"{tag}{index}/{len(mine)} {scene.name}: outputs exist, skipped")
+            continue
+        try:
+            summary = predictor.predict(scene.optical, scene.sar, outputs["out"],
+                                        probabilities_path=outputs.get("probabilities"),
+                                        cloudfree_path=outputs.get("cloudfree"))
+        except (DataError, ValueError, CheckpointError, OSError) as error:
+            report["failed"].append({"name": scene.name, "optical": str(scene.optical), "sar": str(scene.sar),
+                                     "source": scene.source, "error": str(error)})
+            log(f"{tag}{index}/{len(mine)} {scene.name}: FAILED ({scene.source}): {error}", file=sys.stderr)
+            continue
+        report["done"].append(scene.name)
+        height, width = summary["shape"]
+        log(f"{tag}{index}/{len(mine)} {scene.name}: wrote {outputs['out']} ({height}x{width} px)")
+    return report
