@@ -24,11 +24,27 @@ A trained model sees patches of a few hundred pixels; a real scene (WHU-OPT-SAR:
 5. **write** the arg-max class map as a single-band uint8 GeoTIFF with the
    optical image's CRS and transform (255 = no data where the optical has
    none), plus optionally the probabilities (float32, one band per class) and
-   the cloud-free image (float32 reflectance in [0, 1], 4 bands).
+   the cloud-free image (float32 reflectance in [0, 1], 4 bands); tiled
+   (256²), DEFLATE-compressed, with overviews on request (``--overviews``), so
+   GIS tools open a zoom fast.
 
-Inputs are checked before any work (numeric options, the data type and value
-range of each raster against ``convention``, the scene's size against memory)
-and outputs never clobber: an output path that resolves to an input or to
+**Streaming** (the default). Steps 1–5 run a band of rows at a time: the
+windows are visited row by row, the inputs are read with rasterio windowed
+reads as the windows reach them (each row once; the SAR of those rows aligned
+onto them), and as soon as no later window touches a row, its blended values
+are final and go to the output files (:func:`blend_rows`,
+:class:`edc_lab.data.writer.RowWriter`). Memory is then set by ``window``,
+``batch_size`` and the scene's *width*, not its height: about two
+window-heights of rows are held. ``--in-memory`` reads and blends the whole
+scene first (the earlier behaviour, kept for comparison); both write the same
+files, bit for bit (tested at sizes that are not multiples of the window, with
+the SAR on another grid). Many scenes, and many processes under ``torchrun``:
+:mod:`edc_lab.scenes`.
+
+Inputs are checked before any work (numeric options, headers, band counts,
+the overlap of optical and SAR, the scene's size against memory) and as they are
+read (the data type and value range of each band of rows against
+``convention``; a failure then names the rows), and outputs never clobber: an output path that resolves to an input or to
 another output (symbolic or hard link included) is refused, and every file is
 written to a temporary name in its folder, then renamed (``os.replace``).
 
@@ -38,6 +54,8 @@ paper (arXiv 2603.20811) evaluates on fixed-size patches.
 Example::
 
     edc-lab predict --checkpoint runs/student/last.pt --optical cloudy.tif --sar s1.tif --out classes.tif
+    torchrun --nproc-per-node 2 -m edc_lab.cli predict --checkpoint runs/student/last.pt \\
+        --scenes scenes.csv --out-dir maps/
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ Each scene writes ``DIR/NAME.tif`` (classes) and, when asked,
 ``RANK, RANK + N, …`` of the list (the environment variables torchrun sets; no
 scheduler, no communication between processes). Each file is written under a
 temporary name and renamed when complete, so a scene whose outputs all exist is
-done: a re-run skips it (``overwrite=True`` redoes it). A scene that fails —
+done: a re-run skips it (``overwrite=True`` redoes it) and removes the
+temporary files a killed run left for the scenes it predicts. A scene that fails —
 a missing or unreadable file, rasters that do not overlap, an output equal to
 an input — is reported with its paths and the error, and the others still
 finish; the exit status is 1 when any scene of the process failed.
@@ -199,6 +200,9 @@ def predict_scenes(predictor, scenes: Sequence[Scene], out_dir: str | Path, *, p
             report["skipped"].append(scene.name)
             log(f"{tag}{index}/{len(mine)} {scene.name}: outputs exist, skipped")
             continue
+        for path in outputs.values():  # temporary files of a run that was killed (SIGKILL cannot clean up)
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
         try:
             summary = predictor.predict(scene.optical, scene.sar, outputs["out"],
                                         probabilities_path=outputs.get("probabilities"),

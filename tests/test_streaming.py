@@ -260,17 +260,22 @@ def scene_folder(root, count=3):
 
 
 def test_a_failed_scene_is_reported_and_the_others_finish_then_reruns_skip(checkpoint, tmp_path):
-    listing, rows = scene_folder(tmp_path)
+    listing, rows = scene_folder(tmp_path, 4)
     (tmp_path / "s1" / "sar.tif").unlink()  # scene1 cannot be read
+    with rasterio.open(tmp_path / "s3" / "sar.tif", "r+") as sar:  # scene3's SAR lies 100 km away
+        sar.transform = sar.transform * Affine.translation(20000, 0)
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / ".scene0.tif.abc123.tmp").write_bytes(b"left by a killed run")
     predictor = Predictor(checkpoint, window=32, overlap=8, convention="unit", device="cpu")
     out = tmp_path / "maps"
     messages = []
     report = predict_scenes(predictor, read_scene_list(listing), out, probabilities=True,
                             log=lambda text, **_: messages.append(text))
     assert report["done"] == ["scene0", "scene2"] and report["skipped"] == []
-    (failure,) = report["failed"]
+    failure, far_away = report["failed"]
     assert failure["name"] == "scene1" and "s1/sar.tif" in failure["error"] and "no such file" in failure["error"]
     assert "line 3" in failure["source"]
+    assert far_away["name"] == "scene3" and "s3/sar.tif" in far_away["error"] and "0.0% overlap" in far_away["error"]
     assert sorted(p.name for p in out.iterdir()) == ["scene0.probabilities.tif", "scene0.tif",
                                                      "scene2.probabilities.tif", "scene2.tif"]  # nothing half-written
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
