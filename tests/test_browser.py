@@ -7,9 +7,10 @@ notebook the test:
 
 1. opens it with the token, clears the outputs, runs Run > Run All Cells and waits until the
    kernel is idle again; every code cell must have run and no output may be a traceback;
-2. moves the first slider of the first widget output with the keyboard (and for notebook 03
-   picks another entry of the first dropdown), and waits until the widget shows a figure it
-   did not show before;
+2. checks that the first widget output shows a figure before any control moves (the widgets
+   draw on first display), then moves its first slider with the keyboard (and for notebooks
+   02 and 03 picks another entry of its first dropdown), and waits until the widget shows a
+   figure it did not show before;
 3. fails on any error in the browser console.
 
 Screenshots (the widget before and after each move, the whole notebook) go to pytest's
@@ -60,8 +61,9 @@ HARMLESS_CONSOLE_ERRORS: dict[str, str] = {}
 
 # notebook -> the kinds of control the test moves in its first widget output
 INTERACTIVE_NOTEBOOKS = {
-    "01_data.ipynb": ("slider",),
-    "03_discrepancy_maps.ipynb": ("slider", "dropdown"),
+    "01_data.ipynb": ("slider",),                        # cloud cover
+    "02_carrier_tokens.ipynb": ("slider", "dropdown"),   # token row (the marker moves), window size
+    "03_discrepancy_maps.ipynb": ("slider", "dropdown"),  # scene seed, model
 }
 
 
@@ -173,6 +175,8 @@ def test_notebook_widgets_redraw_in_the_browser(lab, tab, tmp_path, notebook, co
 
     area = first_widget_area(panel)
     expect(area).to_be_visible()
+    # drawn on first display: the figure is there before any control moves
+    expect(area.locator("img").first).to_be_visible(timeout=REDRAW_TIMEOUT_MS)
     shoot(area, "widget-0-before")
 
     for step, control in enumerate(controls, start=1):

@@ -246,7 +246,7 @@ def test_plot_draws_the_six_panels_with_m3mcr_classes(tmp_path):
     dataset = M3MCR(make_fake_m3mcr(tmp_path, count=1, size=32))
     figure = dataset.plot(dataset[0])
     titles = [ax.get_title() for ax in figure.axes]
-    assert titles[:4] == ["true colour", "false colour (NIR R G)", "SAR VV", "SAR VH"]
-    legend = [text.get_text() for text in figure.axes[4].get_legend().get_texts()]
+    assert titles[:5] == ["true colour", "false colour (NIR R G)", "label", "SAR VV", "SAR VH"]
+    legend = [text.get_text() for text in figure.axes[2].get_legend().get_texts()]
     assert legend == list(M3MCR_CLASSES)
     plt.close(figure)

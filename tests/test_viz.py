@@ -106,15 +106,56 @@ def test_plot_sample_draws_six_small_panels_from_a_dataset_or_a_torch_sample():
     ds = synthetic_scene(1, 48, cloud_cover=0.3)
     figure = plot_sample(ds)
     width, height = figure.get_size_inches()
-    assert width <= 10 and height <= 3.5
+    assert width <= 10 and height <= 5
     titles = [ax.get_title() for ax in figure.axes]
-    assert titles[:5] == ["true colour", "false colour (NIR R G)", "SAR VV", "SAR VH", "label"]
+    assert titles[:5] == ["true colour", "false colour (NIR R G)", "label", "SAR VV", "SAR VH"]
     assert titles[5].startswith("cloud mask (30%")
-    assert [t.get_text() for t in figure.axes[4].get_legend().get_texts()] == list(WHU_CLASSES)
+    # at most three panels a row: two rows of three
+    assert figure.axes[0].get_subplotspec().get_gridspec().get_geometry() == (2, 3)
+    assert [t.get_text() for t in figure.axes[2].get_legend().get_texts()] == list(WHU_CLASSES)
+    # SAR in the data's unit: VV and VH come back to dB on their colourbars
+    assert [ax.get_ylabel() for ax in figure.axes[6:]] == ["backscatter (dB)", "backscatter (dB)"]
+    vv = figure.axes[3].images[0].get_array()
+    assert -25.0 <= float(vv.min()) and float(vv.max()) <= 0.0
     dataset = SyntheticScenes(2, size=48, sar_channels=1)
     figure = dataset.plot(dataset[0])
-    assert figure.axes[3].get_title() == "SAR VH: n/a" and len(figure.axes[3].images) == 0
-    assert len(figure.axes[0].images) == 1 and len(figure.axes[4].images) == 1
+    assert figure.axes[4].get_title() == "SAR VH: n/a" and len(figure.axes[4].images) == 0
+    assert len(figure.axes[0].images) == 1 and len(figure.axes[2].images) == 1
+
+
+def test_sar_display_says_db_only_where_the_scaling_is_known():
+    from edc_lab.viz.plots import SAR_DB_RANGE, sar_display
+
+    plane = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    values, kwargs, label = sar_display(plane, "VH")
+    assert label == "backscatter (dB)"
+    np.testing.assert_allclose([values.min(), values.max()], SAR_DB_RANGE["VH"], atol=1e-5)
+    assert kwargs["vmin"] < kwargs["vmax"]
+    values, _, label = sar_display(plane, "GF-3")
+    assert label == "normalised backscatter (0–1)" and np.array_equal(values, plane)
+    with pytest.raises(ValueError, match="one plane"):
+        sar_display(np.zeros((2, 4, 4)), "VV")
+
+
+def test_one_stretch_takes_its_range_from_the_clear_pixels():
+    ds = synthetic_scene(5, 64, cloud_cover=0.5, thickness=1.0, haze=0.5)
+    cloudy, clear, mask = ds["optical"].values, ds["optical_clear"].values, ds["cloud_mask"].values
+    shown = rgb(cloudy, cloud_mask=mask)
+    # the range of the clear pixels: the clear ground spans the whole grey scale, the clouds saturate
+    ground = shown[~mask]
+    assert ground.min() == 0.0 and ground.max() == 1.0
+    assert shown[mask].mean() > ground.mean() + 0.2
+    # the same as passing the cloudy image with its clouds blanked out as the reference
+    blanked = np.where(mask[None], np.nan, cloudy)
+    np.testing.assert_array_equal(shown, rgb(cloudy, reference=blanked))
+    # hazy ground on the cloud-free image's range is brighter than on its own clear pixels' range
+    assert rgb(cloudy, reference=clear)[~mask].mean() > ground.mean()
+    # (almost) all cloud: the image's own range
+    np.testing.assert_array_equal(rgb(cloudy, cloud_mask=np.ones_like(mask)), rgb(cloudy))
+    with pytest.raises(ValueError, match="reference or cloud_mask"):
+        rgb(cloudy, reference=clear, cloud_mask=mask)
+    with pytest.raises(ValueError, match="cloud_mask: expected shape"):
+        rgb(cloudy, cloud_mask=mask[:10])
 
 
 def test_plot_sample_into_given_axes():

@@ -176,6 +176,8 @@ def test_plot_draws_the_six_panels_with_whu_classes(whu_root):
 
     dataset = WHUOptSAR(whu_root, patch_size=32)
     figure = dataset.plot(dataset.read_patch(0))
-    assert [ax.get_title() for ax in figure.axes][2:4] == ["SAR GF-3", "SAR VH: n/a"]
-    assert [text.get_text() for text in figure.axes[4].get_legend().get_texts()] == list(WHU_CLASSES)
+    assert [ax.get_title() for ax in figure.axes][3:5] == ["SAR GF-3", "SAR VH: n/a"]
+    assert [text.get_text() for text in figure.axes[2].get_legend().get_texts()] == list(WHU_CLASSES)
+    # WHU-OPT-SAR's 8-bit SAR states no dB scale: its colourbar says so
+    assert "normalised backscatter (0–1)" in [ax.get_ylabel() for ax in figure.axes]
     plt.close(figure)

@@ -310,7 +310,7 @@ def plot_architecture(model: nn.Module, ax: plt.Axes | None = None) -> Figure:
     and out of it (downsampled by 2) into stage k+1; then the FPN segmentation head
     (reads ``X_1..X_4``) and the cloud-removal head (reads ``O_1..O_4``; absent for
     ``edc_no_cr``). Works for the models of ``DIAGRAM_MODELS``; others raise ``ValueError``.
-    Draws on ``ax`` when given, else on a new 11 x 12.5 inch figure at 100 dpi; returns the figure.
+    Draws on ``ax`` when given, else on a new 10 x 11.5 inch figure at 100 dpi; returns the figure.
     """
     name = _model_name(model)
     if not isinstance(model, EDC):
@@ -319,7 +319,7 @@ def plot_architecture(model: nn.Module, ax: plt.Axes | None = None) -> Figure:
         )
     config = model.config
     if ax is None:
-        figure, ax = plt.subplots(figsize=(11, 12.5), dpi=100)
+        figure, ax = plt.subplots(figsize=(10, 11.5), dpi=100)
         figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.95)
     ax.axis("off")
     parameters = sum(p.numel() for p in model.parameters())

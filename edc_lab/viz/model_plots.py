@@ -42,11 +42,15 @@ def _as_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
-def _optical_rgb(optical) -> np.ndarray:
+def _optical_rgb(optical, cloud_mask=None) -> np.ndarray:
+    """The series' one stretch (``edc_lab.viz.plots.rgb``); its range from the clear pixels when ``cloud_mask`` is given."""
     from edc_lab.viz.plots import rgb
 
     optical = _as_numpy(optical)
-    return rgb(optical[0] if optical.ndim == 4 else optical)
+    if cloud_mask is not None:
+        cloud_mask = _as_numpy(cloud_mask)
+        cloud_mask = cloud_mask.reshape(cloud_mask.shape[-2:])
+    return rgb(optical[0] if optical.ndim == 4 else optical, cloud_mask=cloud_mask)
 
 
 def trace_fusions(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tensor) -> tuple[dict, list[dict]]:
@@ -169,54 +173,74 @@ def plot_carrier_attention(optical, maps: dict, stride: int, carrier_index: tupl
         maps: ``carrier_attention_maps(block, carrier_index)`` of a block run on the
             stride-``stride`` feature map of this image.
         stride, window, carriers: geometry of that block.
+        axes: three axes to draw into; a new (9 x 3 in) figure when None.
+
+    The two attention panels show the weights alone (no image underneath, so the colours
+    match their colourbar, "attention weight": head-averaged softmax weights; the global
+    ones sum to 1 over the carriers, the local ones to 1 minus the weight on the window's
+    carriers), with the windows outlined in grey.
     """
     image = _optical_rgb(optical)
     size = image.shape[:2]
     if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+        _, axes = plt.subplots(1, 3, figsize=(9, 3), layout="constrained")
     cell_pixels = window * stride // carriers
     row, col = carrier_index
     for ax in axes:
-        ax.imshow(image)
         ax.set_axis_off()
+    axes[0].imshow(image)
     draw_windows(axes[0], size, window * stride, carriers)
     axes[0].add_patch(Rectangle((col * cell_pixels - 0.5, row * cell_pixels - 0.5), cell_pixels, cell_pixels,
                                 fill=False, edgecolor="red", lw=2))
-    axes[0].set_title(f"carrier {carrier_index}", fontsize=9)
+    axes[0].set_title(f"carrier {carrier_index} (red)", fontsize=10)
     for ax, key, title in ((axes[1], "global_pixels", "global step: over all carriers"),
                            (axes[2], "local", "local step: over its window")):
         heat = upsample_map(maps[key], size, mode="nearest")
-        ax.imshow(heat, cmap="magma", alpha=0.75, vmin=0)
+        shown = ax.imshow(heat, cmap="magma", vmin=0, interpolation="nearest")  # opaque: the colourbar reads true
+        draw_windows(ax, size, window * stride, carriers, color="0.55", show_carriers=False)
         ax.add_patch(Rectangle((col * cell_pixels - 0.5, row * cell_pixels - 0.5), cell_pixels, cell_pixels,
                                fill=False, edgecolor="cyan", lw=1.5))
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=10)
+        ax.figure.colorbar(shown, ax=ax, shrink=0.8, label="attention weight")
     return axes[0].figure
 
 
-def plot_discrepancy_row(optical, sar, discrepancy, cloud_mask, axes=None, title: str = "discrepancy D"):
-    """Optical (true colour), SAR (VV), discrepancy ``D`` (on the image grid) and the true cloud mask.
+def plot_discrepancy_row(optical, sar, discrepancy, cloud_mask, axes=None, title: str = "discrepancy D",
+                         polarization: str = "VV"):
+    """Optical (true colour), SAR (first plane), discrepancy ``D`` (on the image grid) and the true cloud mask.
 
-    ``optical (4, H, W)``, ``sar (Cs, H, W)``, ``discrepancy`` any ``(.., h, w)`` map in [0, 1],
-    ``cloud_mask (H, W)``. Returns the figure.
+    ``optical (4, H, W)``, ``sar (Cs, H, W)`` scaled as in the canonical sample (its first plane,
+    ``polarization``, is shown in dB when it is VV or VH, see ``edc_lab.viz.plots.sar_display``),
+    ``discrepancy`` any ``(.., h, w)`` map in [0, 1], ``cloud_mask (H, W)``. Four axes, or a new
+    2 x 2 figure (6 x 5.2 in). The optical is stretched on the range of its clear pixels (the
+    series' one stretch, see ``edc_lab.viz.plots``). Returns the figure.
     """
+    from edc_lab.viz.plots import sar_display
+
     sar = _as_numpy(sar)
     sar = sar[0] if sar.ndim == 4 else sar
     mask = _as_numpy(cloud_mask)
     mask = mask.reshape(mask.shape[-2:])
     if axes is None:
-        _, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-    axes[0].imshow(_optical_rgb(optical))
-    axes[0].set_title("optical (true colour)", fontsize=9)
-    axes[1].imshow(sar[0], cmap="gray")
-    axes[1].set_title("SAR (VV)", fontsize=9)
+        _, axes = plt.subplots(2, 2, figsize=(6, 5.2), layout="constrained")
+    axes = list(np.ravel(axes))
+    if len(axes) != 4:
+        raise ValueError(f"plot_discrepancy_row: expected 4 axes, found {len(axes)}")
+    figure = axes[0].figure
+    axes[0].imshow(_optical_rgb(optical, mask))
+    axes[0].set_title("optical (true colour)", fontsize=10)
+    values, kwargs, unit = sar_display(sar[0], polarization)
+    shown = axes[1].imshow(values, **kwargs)
+    axes[1].set_title(f"SAR ({polarization})", fontsize=10)
+    figure.colorbar(shown, ax=axes[1], shrink=0.85, label=unit)
     image = axes[2].imshow(upsample_map(discrepancy, mask.shape), cmap="magma", vmin=0, vmax=1)
-    axes[2].set_title(title, fontsize=9)
-    axes[3].imshow(mask, cmap="gray", vmin=0, vmax=1)
-    axes[3].set_title("true cloud mask", fontsize=9)
+    axes[2].set_title(title, fontsize=10)
+    axes[3].imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[3].set_title(f"true cloud mask ({mask.mean():.0%}, white)", fontsize=10)
     for ax in axes:
         ax.set_axis_off()
-    axes[2].figure.colorbar(image, ax=axes[2], fraction=0.046, pad=0.02)
-    return axes[0].figure
+    figure.colorbar(image, ax=axes[2], shrink=0.85, label="D (0–1)")
+    return figure
 
 
 def stage_aurocs(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tensor, cloud_mask: torch.Tensor,
@@ -250,7 +274,8 @@ def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title:
     ``optical (4, H, W)``, ``cloud_mask (H, W)``, ``discrepancies`` the model's maps
     ``(1, 1, h_k, w_k)`` (or ``(1, h_k, w_k)``), shown on the image grid (each cell as a
     block) on one 0-1 scale, each titled with its AUROC against the mask (an inverted
-    detector, AUROC < 0.5, is marked). Returns the figure (dpi 100).
+    detector, AUROC < 0.5, is marked). The optical is stretched on the range of its clear pixels
+    (the series' one stretch, see ``edc_lab.viz.plots``). Returns the figure (dpi 100).
     """
     from edc_lab.models.discrepancy import discrepancy_auroc
 
@@ -259,7 +284,7 @@ def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title:
     if fig is None:
         fig = plt.figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
     axes = fig.subplots(2, 3)
-    axes[0, 0].imshow(_optical_rgb(optical))
+    axes[0, 0].imshow(_optical_rgb(optical, mask))
     axes[0, 0].set_title("optical (true colour)", fontsize=9)
     axes[0, 1].imshow(mask, cmap="gray", vmin=0, vmax=1)
     axes[0, 1].set_title(f"true cloud mask ({mask.mean():.0%} cloud)", fontsize=9)
@@ -282,7 +307,7 @@ def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title:
 
 
 def plot_gates(info: dict, cloud_mask=None, axes=None, size: tuple[int, int] | None = None):
-    """One DCHF's maps: D, the optical gate, the SAR gate, |G| and the cell reliability (+ the mask).
+    """One DCHF's maps: D, the optical gate, the SAR gate, |G| and the cell reliability (+ the mask), 2 x 3.
 
     ``info`` is the dict a ``DCHF`` returned; gates and ``|G|`` are averaged over
     channels (first image of the batch); gates, D and reliability share the 0-1 colour scale. Maps are shown on ``size`` (default: the
@@ -300,11 +325,16 @@ def plot_gates(info: dict, cloud_mask=None, axes=None, size: tuple[int, int] | N
     if mask is not None:
         panels.append(("true cloud mask", torch.as_tensor(mask)[None, None], "nearest", (0, 1)))
     if axes is None:
-        _, axes = plt.subplots(1, len(panels), figsize=(10, 2.2))
+        _, axes = plt.subplots(2, 3, figsize=(8, 4.6), layout="constrained")
+    axes = list(np.ravel(axes))
     for ax, (title, values, mode, (low, high)) in zip(axes, panels):
-        ax.imshow(upsample_map(values, size, mode), cmap="gray" if "mask" in title else "viridis", vmin=low, vmax=high)
-        ax.set_title(title, fontsize=9)
+        shown = ax.imshow(upsample_map(values, size, mode), cmap="gray" if "mask" in title else "viridis",
+                          vmin=low, vmax=high)
+        ax.set_title(title, fontsize=10)
         ax.set_axis_off()
+        if "mask" not in title:
+            ax.figure.colorbar(shown, ax=ax, shrink=0.8,
+                               label="|G| (feature units)" if title == "|G|" else "value (0–1)")
     return axes[0].figure
 
 
