@@ -61,6 +61,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import sys
 from pathlib import Path
@@ -139,32 +140,56 @@ def blend_weights(height: int, width: int) -> torch.Tensor:
     return torch.outer(taper(height), taper(width))
 
 
-class RowBuffer:
-    """Rows ``[lo, hi)`` of a scene's inputs, read on demand by ``read_rows(row0, row1)`` and dropped when done.
+class RollingRows:
+    """Rows ``[lo, hi)`` of a (C, rows, W) array, in one buffer reused as rows come and go.
 
-    ``read_rows`` returns a tuple of (C, rows, W) tensors (optical, SAR). Each
-    row is read once: :meth:`rows` reads only what is missing below ``hi`` and
-    forgets what lies above the lowest row still needed.
+    :meth:`append` adds rows below (data, or zeros), :meth:`forget` drops rows
+    above; the live rows are moved to the top of the buffer when it runs out of
+    room, and the buffer grows only when the live rows need more. So a scene
+    streamed top to bottom reuses one allocation of about the largest span of
+    rows in use, instead of a new one per band (which would hold the old one
+    until freed: twice the memory).
     """
 
-    def __init__(self, read_rows: Callable[[int, int], tuple[torch.Tensor, ...]]) -> None:
-        self.read_rows = read_rows
+    def __init__(self, channels: int, width: int, dtype: torch.dtype) -> None:
+        self.buffer = torch.zeros(channels, 0, width, dtype=dtype)
         self.lo = self.hi = 0
-        self.parts: tuple[torch.Tensor, ...] | None = None
+        self.start = 0  # buffer row of scene row `lo`
 
-    def rows(self, lo: int, hi: int) -> tuple[tuple[torch.Tensor, ...], int]:
-        """The buffered tensors covering at least rows [lo, hi), and the scene row of their first row."""
-        if self.parts is None or lo >= self.hi:
-            self.parts, self.lo, self.hi = tuple(self.read_rows(lo, hi)), lo, hi
+    def rows(self) -> torch.Tensor:
+        """The live rows ``lo..hi-1`` (a view)."""
+        return self.buffer[:, self.start:self.start + self.hi - self.lo]
+
+    def forget(self, row: int) -> None:
+        """Drop the rows above ``row``."""
+        if row >= self.hi:
+            self.lo = self.hi = row
+            self.start = 0
+        elif row > self.lo:
+            self.start += row - self.lo
+            self.lo = row
+
+    def append(self, rows: torch.Tensor | int) -> None:
+        """Add rows below ``hi``: a (C, n, W) tensor, or ``n`` rows of zeros."""
+        count = rows if isinstance(rows, int) else rows.shape[1]
+        live = self.hi - self.lo
+        if self.start + live + count > self.buffer.shape[1]:
+            if live + count > self.buffer.shape[1]:  # grow: a new buffer holding the live rows
+                grown = self.buffer.new_empty(self.buffer.shape[0], live + count, self.buffer.shape[2])
+                grown[:, :live] = self.rows()
+                self.buffer = grown
+            else:  # move the live rows to the top, in pieces that never overlap their destination
+                step = max(1, self.start)
+                for first in range(0, live, step):
+                    last = min(live, first + step)
+                    self.buffer[:, first:last] = self.buffer[:, self.start + first:self.start + last]
+            self.start = 0
+        target = self.buffer[:, self.start + live:self.start + live + count]
+        if isinstance(rows, int):
+            target.zero_()
         else:
-            if lo > self.lo:
-                self.parts = tuple(part[:, lo - self.lo:] for part in self.parts)
-                self.lo = lo
-            if hi > self.hi:
-                more = self.read_rows(self.hi, hi)
-                self.parts = tuple(torch.cat([part, extra], dim=1) for part, extra in zip(self.parts, more))
-                self.hi = hi
-        return self.parts, self.lo
+            target.copy_(rows)
+        self.hi += count
 
 
 @torch.no_grad()
@@ -179,71 +204,122 @@ def blend_rows(
     batch_size: int = 4,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
+    cloudfree: bool = True,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
     """Blend a model's predictions over overlapping windows, yielding rows as soon as they are final.
 
     The windows are visited row by row (``window_starts`` of the rows, then of
-    the columns), ``batch_size`` at a time. After each batch, the rows above the
-    next window's first row are touched by no later window: they are divided by
-    their summed weights and yielded as ``(first_row, probabilities (K, n, W)
-    float32, cloudfree (4, n, W) float32 or None)``, top to bottom, then
-    forgotten. So memory holds about two window-heights of rows whatever the
-    scene's height, and :func:`sliding_window_predict` (the whole scene in
+    the columns), up to ``batch_size`` windows of one row at a time. After the
+    last batch of a row of windows, the rows above the next row of windows are
+    touched by no later window: they are divided by their summed weights and
+    yielded as ``(first_row, probabilities (K, n, W) float32, cloudfree (4, n,
+    W) float32 or None)``, top to bottom, then forgotten. So memory holds one
+    window-height of rows (inputs and float64 sums) whatever the scene's
+    height, and :func:`sliding_window_predict` (the whole scene in
     memory) is this generator collected: both give the same numbers, bit for bit.
 
     Args:
         read_rows: ``(row0, row1) -> (optical (4, n, W), SAR (Cs, n, W))`` in
             [0, 1], rows ``row0..row1-1`` of the scene, each row asked for once.
+        cloudfree: blend the cloud-free estimate too (when the model returns one);
+            False yields None for it and saves its buffers.
     """
     model.eval()
     device = torch.device(device)
     window_h, window_w = min(window, height), min(window, width)
     weight = blend_weights(window_h, window_w)
-    corners = [(row, col) for row in window_starts(height, window, overlap) for col in window_starts(width, window, overlap)]
-    inputs = RowBuffer(read_rows)
-    probability_sum = cloudfree_sum = None
-    weight_sum = torch.zeros(0, width, dtype=torch.float64)
-    done = 0  # rows above `done` have been yielded; the sums hold rows done .. done + len(weight_sum)
+    columns = window_starts(width, window, overlap)
+    chunks = [[(row, col) for col in columns[first:first + batch_size]]  # one row of windows at a time
+              for row in window_starts(height, window, overlap) for first in range(0, len(columns), batch_size)]
+    inputs: list[RollingRows] | None = None
+    sums: list[RollingRows] | None = None  # weights, probabilities[, cloud-free], rows done .. done + n
+    done = 0  # rows above `done` have been yielded
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else torch.autocast(device.type, enabled=False)
-    for first in range(0, len(corners), batch_size):
-        chunk = corners[first:first + batch_size]
+    for index, chunk in enumerate(chunks):
         low, high = chunk[0][0], chunk[-1][0] + window_h
-        (optical, sar), offset = inputs.rows(low, high)
+        if inputs is not None:
+            for buffer in inputs:
+                buffer.forget(low)
+        if inputs is None or high > inputs[0].hi:
+            start = low if inputs is None else max(low, inputs[0].hi)
+            parts = read_rows(start, high)
+            if inputs is None:
+                inputs = [RollingRows(part.shape[0], part.shape[2], part.dtype) for part in parts]
+                for buffer in inputs:
+                    buffer.forget(start)
+            for buffer, part in zip(inputs, parts):
+                buffer.append(part)
+        optical, sar = (buffer.rows() for buffer in inputs)
         if optical.dim() != 3 or sar.dim() != 3 or optical.shape[-2:] != sar.shape[-2:]:
             raise ValueError(f"blend_rows: expected (4, H, W) optical and (Cs, H, W) SAR on one grid, "
                              f"found {tuple(optical.shape)} and {tuple(sar.shape)}")
+        offset = inputs[0].lo
         optical_batch = torch.stack([optical[:, r - offset:r - offset + window_h, c:c + window_w] for r, c in chunk])
         sar_batch = torch.stack([sar[:, r - offset:r - offset + window_h, c:c + window_w] for r, c in chunk])
         with autocast:
             outputs = model(optical_batch.to(device), sar_batch.to(device))
         probabilities = torch.softmax(outputs["logits"].double(), dim=1).cpu()
-        cloudfree = outputs.get("cloudfree")
-        if probability_sum is None:
-            probability_sum = torch.zeros(probabilities.shape[1], 0, width, dtype=torch.float64)
-            if cloudfree is not None:
-                cloudfree_sum = torch.zeros(cloudfree.shape[1], 0, width, dtype=torch.float64)
-        grow = done + weight_sum.shape[0]
-        if high > grow:  # new rows start at zero, as in a whole-scene buffer
-            weight_sum = torch.cat([weight_sum, weight_sum.new_zeros(high - grow, width)])
-            probability_sum = torch.cat([probability_sum, probability_sum.new_zeros(probability_sum.shape[0], high - grow, width)], 1)
-            if cloudfree_sum is not None:
-                cloudfree_sum = torch.cat([cloudfree_sum, cloudfree_sum.new_zeros(cloudfree_sum.shape[0], high - grow, width)], 1)
+        estimate = outputs.get("cloudfree") if cloudfree else None
+        if sums is None:
+            channels = [1, probabilities.shape[1]] + ([estimate.shape[1]] if estimate is not None else [])
+            sums = [RollingRows(c, width, torch.float64) for c in channels]
+        if high > sums[0].hi:  # new rows start at zero, as in a whole-scene buffer
+            for buffer in sums:
+                buffer.append(high - buffer.hi)
+        weight_sum, probability_sum, *cloudfree_sum = (buffer.rows() for buffer in sums)
         for i, (row, col) in enumerate(chunk):
             rows, cols = slice(row - done, row - done + window_h), slice(col, col + window_w)
             probability_sum[:, rows, cols] += probabilities[i] * weight
-            weight_sum[rows, cols] += weight
-            if cloudfree_sum is not None:
-                cloudfree_sum[:, rows, cols] += cloudfree[i].double().cpu() * weight
-        final = corners[first + batch_size][0] if first + batch_size < len(corners) else height
+            weight_sum[0, rows, cols] += weight
+            if cloudfree_sum:
+                cloudfree_sum[0][:, rows, cols] += estimate[i].double().cpu() * weight
+        final = chunks[index + 1][0][0] if index + 1 < len(chunks) else height
         if final > done:
             n = final - done
-            finished = (probability_sum[:, :n] / weight_sum[:n]).float()
-            finished_cloudfree = None if cloudfree_sum is None else (cloudfree_sum[:, :n] / weight_sum[:n]).float()
+            finished = _divide(probability_sum[:, :n], weight_sum[:, :n])
+            finished_cloudfree = _divide(cloudfree_sum[0][:, :n], weight_sum[:, :n]) if cloudfree_sum else None
             yield done, finished, finished_cloudfree
-            probability_sum, weight_sum = probability_sum[:, n:], weight_sum[n:]
-            if cloudfree_sum is not None:
-                cloudfree_sum = cloudfree_sum[:, n:]
+            for buffer in sums:
+                buffer.forget(final)
             done = final
+            release_free_memory()
+
+
+def _divide(total: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``(total / weight).float()`` without the float64 quotient in memory (computed in float64, stored as float32)."""
+    return torch.div(total, weight, out=torch.empty(total.shape, dtype=torch.float32))
+
+
+def release_free_memory() -> None:
+    """Free what a band of rows left behind: young reference cycles, then the C heap's free memory.
+
+    Reading a band makes xarray / rioxarray objects that refer to each other
+    and hold arrays of the band's size; Python frees such cycles only when its
+    collector runs, which it schedules by object counts, not bytes, so a few
+    bands' worth could pile up. ``gc.collect(1)`` (young generations, about
+    0.1 ms) frees them. glibc then keeps freed blocks for reuse, scattered
+    between live ones; ``malloc_trim`` returns them (glibc only; elsewhere
+    nothing). Called after every band read and written, it keeps the
+    process's size at what is live (measured in ``benchmarks/RESULTS.md``).
+    """
+    gc.collect(1)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def sliding_window_predict(
@@ -256,6 +332,7 @@ def sliding_window_predict(
     batch_size: int = 4,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
+    cloudfree: bool = True,
 ) -> dict[str, torch.Tensor | None]:
     """Blend a model's predictions over overlapping windows of one scene held in memory.
 
@@ -272,7 +349,8 @@ def sliding_window_predict(
                          f"found {tuple(optical.shape)} and {tuple(sar.shape)}")
     height, width = optical.shape[-2:]
     bands = list(blend_rows(model, height, width, lambda lo, hi: (optical[:, lo:hi], sar[:, lo:hi]), window=window,
-                            overlap=overlap, batch_size=batch_size, device=device, amp_dtype=amp_dtype))
+                            overlap=overlap, batch_size=batch_size, device=device, amp_dtype=amp_dtype,
+                            cloudfree=cloudfree))
     cloudfree = [band[2] for band in bands]
     return {"probabilities": torch.cat([band[1] for band in bands], dim=1),
             "cloudfree": torch.cat(cloudfree, dim=1) if cloudfree[0] is not None else None}
@@ -470,12 +548,13 @@ class Predictor:
                              fill_nonfinite=self.fill_nonfinite)
         grid = reader.grid
         if self.stream:
-            bands, nodata_rows = self._stream(reader)
+            bands, nodata_rows = self._stream(reader, cloudfree_path is not None)
         else:
             optical, sar, nodata, _ = reader.read(0, height)
             outputs = sliding_window_predict(self.model, torch.from_numpy(optical), torch.from_numpy(sar),
                                              window=self.window, overlap=self.overlap, batch_size=self.batch_size,
-                                             device=self.device, amp_dtype=self.amp_dtype)
+                                             device=self.device, amp_dtype=self.amp_dtype,
+                                             cloudfree=cloudfree_path is not None)
             bands = iter([(0, outputs["probabilities"], outputs["cloudfree"])])
             nodata_rows = lambda row0, row1: nodata[row0:row1]  # noqa: E731
         common = dict(crs=grid.crs, transform=grid.transform, height=height, width=width)
@@ -536,7 +615,7 @@ class Predictor:
             **written,
         }
 
-    def _stream(self, reader: SceneReader):
+    def _stream(self, reader: SceneReader, cloudfree: bool):
         """(the bands of :func:`blend_rows` over the reader, nodata lookup by rows) for one streamed scene."""
         height, width = reader.shape
         nodata_parts: dict[int, np.ndarray] = {}  # first row -> nodata of the rows read there, until written
@@ -544,6 +623,7 @@ class Predictor:
         def read_rows(row0: int, row1: int) -> tuple[torch.Tensor, torch.Tensor]:
             optical, sar, nodata, _ = reader.read(row0, row1)
             nodata_parts[row0] = nodata
+            release_free_memory()
             return torch.from_numpy(optical), torch.from_numpy(sar)
 
         def nodata_rows(row0: int, row1: int) -> np.ndarray:
@@ -555,7 +635,8 @@ class Predictor:
             return wanted
 
         bands = blend_rows(self.model, height, width, read_rows, window=self.window, overlap=self.overlap,
-                           batch_size=self.batch_size, device=self.device, amp_dtype=self.amp_dtype)
+                           batch_size=self.batch_size, device=self.device, amp_dtype=self.amp_dtype,
+                           cloudfree=cloudfree)
         return bands, nodata_rows
 
 

@@ -23,7 +23,7 @@ from affine import Affine
 from edc_lab.data.sample import DataError
 from edc_lab.data.writer import TILE, RowWriter, overview_factors, write_geotiff
 from edc_lab.models import build_model
-from edc_lab.predict import Predictor, blend_rows, predict_geotiff, sliding_window_predict
+from edc_lab.predict import Predictor, RollingRows, blend_rows, predict_geotiff, sliding_window_predict
 from edc_lab.scenes import Scene, predict_scenes, read_scene_list, shard
 from edc_lab.train.checkpoint import save_checkpoint
 
@@ -136,7 +136,32 @@ def test_blend_rows_reads_each_row_once_and_holds_a_few_window_heights():
     assert (rows_read == 1).all()  # every row read exactly once
     assert [start for start, _ in yielded] == [0] + [end for _, end in yielded[:-1]] and yielded[-1][1] == height
     assert len(yielded) > 5  # rows leave as soon as they are final, not at the end
-    assert held <= 2 * window
+    assert held <= window  # one window-height of rows: batches never straddle two rows of windows
+
+
+def test_rolling_rows_keep_the_live_rows_through_moves_and_growth():
+    rng = np.random.default_rng(0)
+    rolling, reference, lo, most = RollingRows(2, 3, torch.float64), [], 0, 0
+    for _ in range(300):
+        if rng.random() < 0.5:
+            count = int(rng.integers(1, 9))
+            if rng.random() < 0.3:
+                rolling.append(count)  # zeros
+                rows = [np.zeros((2, 3)) for _ in range(count)]
+            else:
+                block = torch.from_numpy(rng.random((2, count, 3)))
+                rolling.append(block)
+                rows = [block[:, i].numpy() for i in range(count)]
+            reference += rows
+        else:
+            lo = min(lo + int(rng.integers(0, 6)), lo + len(reference))
+            rolling.forget(lo)
+            reference = reference[len(reference) - (rolling.hi - lo):] if rolling.hi > lo else []
+        assert (rolling.lo, rolling.hi) == (lo, lo + len(reference))
+        most = max(most, len(reference))
+        expected = np.stack(reference, axis=1) if reference else np.zeros((2, 0, 3))
+        np.testing.assert_array_equal(rolling.rows().numpy(), expected)
+    assert rolling.buffer.shape[1] == most  # grown only to the most rows ever live at once
 
 
 def test_sliding_window_predict_is_blend_rows_collected():
