@@ -23,7 +23,9 @@ full contrast. Why not the alternatives: the image's own range lets the clouds
 take the top percentiles, so the ground turns dark; the cloud-free image's
 range (``reference=optical_clear``) shows a hazy scene almost white, since haze
 brightens every pixel (M3M-CR's real tile: blue 0.16 outside its mask against
-0.06 cloud-free). Notebook 01 shows the three side by side.
+0.06 cloud-free). Notebook 01 shows the three side by side. One deliberate
+exception: images compared with the truth (the cloud-free reconstruction in
+notebook 05) all take the truth's range, so equal colours mean equal reflectance.
 
 SAR is shown in the unit of the data: the canonical sample scales VV and VH
 linearly from a fixed dB range (``SAR_DB_RANGE``: M3M-CR's convention, also
