@@ -11,7 +11,8 @@ predict --scenes LIST --out-dir DIR`` takes them from
   and the SAR are predicted), or such a CSV file itself;
 * **a WHU-OPT-SAR folder** (``<root>/optical/NAME.tif`` with ``<root>/sar/NAME.tif``).
 
-Each scene writes ``DIR/NAME.tif`` (classes) and, when asked,
+A pair listed more than once is predicted once; one name for two different
+pairs is refused. Each scene writes ``DIR/NAME.tif`` (classes) and, when asked,
 ``DIR/NAME.probabilities.tif`` and ``DIR/NAME.cloudfree.tif``.
 
 **Many processes.** Under ``torchrun --nproc-per-node N -m edc_lab.cli predict
@@ -69,11 +70,12 @@ def _check_names(scenes: list[Scene], where: Path) -> list[Scene]:
     for scene in scenes:
         if not scene.name or scene.name in (".", "..") or "/" in scene.name or "\\" in scene.name:
             raise DataError(f"{scene.source}: expected a scene name usable as a file name, found {scene.name!r}")
-        if scene.name in seen:
+        first = seen.get(scene.name)
+        if first is not None and (first.optical, first.sar) != (scene.optical, scene.sar):
             raise DataError(f"{scene.source}: expected scene names to be unique (they name the outputs), found "
-                            f"{scene.name!r} again (first at {seen[scene.name].source}); give a 'name' column")
-        seen[scene.name] = scene
-    return scenes
+                            f"{scene.name!r} again (first at {first.source}) for other files; give a 'name' column")
+        seen.setdefault(scene.name, scene)
+    return list(seen.values())  # a pair listed twice (M3M-CR's sample lists its one row 8 times) is predicted once
 
 
 def _read_rows(path: Path) -> list[list[str]]:

@@ -242,13 +242,15 @@ def test_scene_lists_in_three_layouts(tmp_path):
     m3mcr = tmp_path / "m3mcr"
     m3mcr.mkdir()
     write_list(m3mcr / "test.csv", [["c/1.tif", "o/1.tif", "s/1.tif", "l/1.tif", "m/1.npy"]], header=None)
-    (scene,) = read_scene_list(m3mcr)
+    write_list(m3mcr / "test.csv", [["c/1.tif", "o/1.tif", "s/1.tif", "l/1.tif", "m/1.npy"]] * 3, header=None)
+    (scene,) = read_scene_list(m3mcr)  # a row listed three times is one scene
     assert (scene.name, scene.optical, scene.sar) == ("1", m3mcr / "test/o/1.tif", m3mcr / "test/s/1.tif")
 
 
 @pytest.mark.parametrize("rows,header,fragments", [
     ([["a.tif", "b.tif"]], ("optical", "radar"), ["list.csv", "columns optical, sar"]),
-    ([["a.tif", "b.tif", "x"], ["c.tif", "d.tif", "x"]], ("optical", "sar", "name"), ["line 3", "unique", "'x'"]),
+    ([["a.tif", "b.tif", "x"], ["c.tif", "d.tif", "x"]], ("optical", "sar", "name"), ["line 3", "unique", "'x'",
+                                                                                          "other files"]),
     ([["a.tif"]], ("optical", "sar"), ["line 2", "expected 2 columns"]),
     ([], ("optical", "sar"), ["list.csv", "at least one scene"]),
     ([["a.tif", "b.tif", "../up"]], ("optical", "sar", "name"), ["line 2", "file name", "'../up'"]),
@@ -380,3 +382,18 @@ def test_cli_modes_are_checked(checkpoint, argv, fragment, capsys):
 
     assert main(["predict", "--checkpoint", str(checkpoint), *argv]) == 2
     assert fragment in capsys.readouterr().err
+
+
+@pytest.mark.real_data
+def test_the_real_m3mcr_folder_as_a_scene_list(checkpoint, m3mcr_sample_root, tmp_path):
+    """The real sample's file list repeats its one row 8 times: one scene, streamed equal to in memory."""
+    (scene,) = read_scene_list(m3mcr_sample_root, split="train")
+    assert scene.optical.name == "planet_cloudy_fall_1_p_457.tif" and scene.sar.parent.name == "S1_fall_1"
+    maps = {}
+    for stream in (True, False):
+        predictor = Predictor(checkpoint, window=128, overlap=32, device="cpu", stream=stream)
+        report = predict_scenes(predictor, [scene], tmp_path / str(stream), probabilities=True, log=lambda *a, **k: None)
+        assert report["done"] == [scene.name]
+        maps[stream] = [read_all(path) for path in scene.outputs(tmp_path / str(stream), probabilities=True).values()]
+    for streamed, in_memory in zip(maps[True], maps[False]):
+        np.testing.assert_array_equal(streamed, in_memory)
