@@ -9,7 +9,9 @@ and, through a torch ``Dataset``, a dict of tensors with the same keys:
 * ``WHUOptSAR``: WHU-OPT-SAR scenes read patch by patch, with synthetic clouds;
 * ``build_dataset``: one name -> one dataset (training, CLI, notebooks);
 * ``write_m3mcr`` / ``write_whu_sample``: save samples in the real layouts;
-* ``Compose``, ``RandomCrop``, ... : paired transforms on sample dicts.
+* ``Compose``, ``RandomCrop``, ... : paired transforms on sample dicts;
+* ``open_lazy`` / ``open_scene_lazy`` / ``open_prediction``: scenes and predictions
+  larger than memory opened as dask-backed xarray (read only when computed).
 
 Bad input raises ``DataError`` (a ``ValueError``) naming the file, what was
 expected and what was found.
@@ -33,6 +35,7 @@ from edc_lab.data.clouds import CloudResult, add_clouds, cloud_statistics, fract
 from edc_lab.data.synthetic import SyntheticScenes, synthetic_scene
 from edc_lab.data.transforms import CenterCrop, Compose, RandomCrop, RandomFlip, RandomRotate90
 from edc_lab.data.io import Raster, align_to, read_cloud_mask, read_geotiff
+from edc_lab.data.lazy import open_lazy, open_prediction, open_scene_lazy
 from edc_lab.data.m3mcr import WORLDCOVER_TO_LEVEL1, M3MCR, normalize_optical, normalize_sar, worldcover_to_level1
 from edc_lab.data.whu import WHU_CODE_TO_INDEX, WHUOptSAR, official_split, whu_labels
 from edc_lab.data.writer import write_geotiff, write_m3mcr, write_m3mcr_sample, write_whu_sample
@@ -69,6 +72,9 @@ __all__ = [
     "align_to",
     "read_cloud_mask",
     "read_geotiff",
+    "open_lazy",
+    "open_prediction",
+    "open_scene_lazy",
     "WORLDCOVER_TO_LEVEL1",
     "M3MCR",
     "normalize_optical",
