@@ -72,6 +72,7 @@ def plot_attribution_maps(
     limit = limit if limit > 0 else 1.0
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
     figure, axes = plt.subplots(1, 2, figsize=(7.4, 3.2), dpi=DPI, constrained_layout=True)
+    outlines = {}  # legend label -> line style, for the outlines actually drawn
     for axis, image, name in zip(axes, (optical, sar), ("optical (sum over bands)", "SAR (sum over channels)")):
         shown = axis.imshow(image, cmap=plt.get_cmap(cmap, levels), norm=norm, interpolation="nearest")
         if cloud_mask is not None:
@@ -79,21 +80,28 @@ def plot_attribution_maps(
             mask = mask[sample] if mask.ndim == 3 else mask
             if mask.min() != mask.max():
                 axis.contour(mask != 0, levels=[0.5], colors="black", linewidths=1.2)
+                outlines["cloud edge"] = dict(color="black", linewidth=1.2)
         if region is not None:
             outline = _numpy(region)
             outline = outline[sample] if outline.ndim == 3 else outline
             if outline.min() != outline.max():
                 axis.contour(outline != 0, levels=[0.5], colors="#00a650", linewidths=1.2, linestyles="--")
+                outlines["explained region"] = dict(color="#00a650", linewidth=1.2, linestyle="--")
         axis.set_title(f"{name}: total {image.sum():+.3g}", fontsize=11)
         axis.set_xlabel("column (pixel)", fontsize=10)
         axis.set_ylabel("row (pixel)", fontsize=10)
+    if outlines:
+        from matplotlib.lines import Line2D
+
+        axes[0].legend(handles=[Line2D([], [], label=label, **style) for label, style in outlines.items()],
+                       loc="lower left", fontsize=8, framealpha=0.8)
     colourbar = figure.colorbar(shown, ax=list(axes), shrink=0.85)
     colourbar.set_label(f"attribution ({attributions.units} units)", fontsize=10)
     if title is None:
         change = float(attributions.score[sample] - attributions.baseline_score[sample])
         title = (
             f"{attributions.method.replace('_', ' ')}, baseline '{attributions.baseline}': "
-            f"F(x) - F(b) = {change:+.3g}; black line = cloud edge"
+            f"F(x) - F(b) = {change:+.3g}"
         )
     figure.suptitle(title, fontsize=11)
     return figure
