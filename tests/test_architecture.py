@@ -20,12 +20,6 @@ from edc_lab.viz.architecture import (  # noqa: E402
 )
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _inputs(height, width):
     return torch.rand(1, 4, height, width), torch.rand(1, 2, height, width)
 

@@ -50,12 +50,6 @@ def flat_layout():
     return {**runs, "_meta": [{"elapsed_seconds": 1.0}]}
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 @pytest.fixture
 def flat_file(tmp_path):
     path = tmp_path / "evidence.json"

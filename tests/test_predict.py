@@ -7,9 +7,7 @@ import torch
 
 from edc_lab.cli import main
 from edc_lab.data.sample import DataError
-from edc_lab.models import build_model
 from edc_lab.predict import blend_weights, predict_geotiff, sliding_window_predict, window_starts
-from edc_lab.train.checkpoint import save_checkpoint
 
 
 @pytest.mark.parametrize("length", [1, 31, 64, 65, 100, 300, 1000])
@@ -69,19 +67,6 @@ def test_windows_are_stitched_in_the_right_place():
     result = sliding_window_predict(Pointwise(), optical, sar, window=16, overlap=5, batch_size=4)
     expected = torch.softmax(5 * optical + sar[:1], dim=0)
     assert torch.allclose(result["probabilities"], expected, atol=1e-6) and result["cloudfree"] is None
-
-
-@pytest.fixture(scope="module")
-def m3mcr_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("edc_tiny", num_classes=6)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, {
-        "model": model.state_dict(), "build_args": model.build_args, "step": 0,
-        "data": {"name": "m3mcr", "class_names": ["forest", "rangeland", "agriculture", "urban", "barren", "water"],
-                 "in_sar": 2},
-    })
-    return path
 
 
 def _quartet(root):

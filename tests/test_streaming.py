@@ -22,25 +22,15 @@ from affine import Affine
 
 from edc_lab.data.sample import DataError
 from edc_lab.data.writer import TILE, RowWriter, overview_factors, write_geotiff
-from edc_lab.models import build_model
 from edc_lab.predict import Predictor, RollingRows, blend_rows, predict_geotiff, sliding_window_predict
 from edc_lab.scenes import Scene, predict_scenes, read_scene_list, shard
-from edc_lab.train.checkpoint import save_checkpoint
 
 CRS = "EPSG:32649"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("edc_tiny", num_classes=6)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, {
-        "model": model.state_dict(), "build_args": model.build_args, "step": 0,
-        "data": {"name": "m3mcr", "class_names": ["forest", "rangeland", "agriculture", "urban", "barren", "water"],
-                 "in_sar": 2},
-    })
-    return path
+@pytest.fixture
+def checkpoint(m3mcr_checkpoint):
+    return m3mcr_checkpoint
 
 
 def m3mcr_pair(root, seed=3, size=150):

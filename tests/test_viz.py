@@ -15,12 +15,6 @@ from edc_lab.data.synthetic import SyntheticScenes, synthetic_scene  # noqa: E40
 from edc_lab.viz import false_color, label_rgb, legend_handles, plot_sample, rgb, stretch  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def test_stretch_maps_percentiles_to_zero_and_one():
     values = np.arange(101, dtype=np.float32).reshape(1, 101)
     out = stretch(values, (10, 90))
