@@ -58,6 +58,8 @@ from the paper (arXiv 2603.20811).
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -68,6 +70,7 @@ import rioxarray
 import xarray as xr
 from dask.base import tokenize
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -249,6 +252,9 @@ def open_scene_lazy(
     return scene
 
 
+_WARP_LOCK = threading.Lock()
+
+
 class _AlignedWindows:
     """A (bands, H, W) array on the target grid whose slices are resampled from a file on demand.
 
@@ -268,15 +274,22 @@ class _AlignedWindows:
         height, width = rows[1] - rows[0], cols[1] - cols[0]
         window = Window(cols[0], rows[0], width, height)
         out = np.full((self.shape[0], height, width), np.nan, dtype=self.dtype)
+        if height <= 0 or width <= 0:  # dask may ask for an empty slice: nothing to read or warp
+            return out[slice(*bands)]
         grid = Grid(self.target.path, self.target.crs, window_transform(window, self.target.transform), height, width)
         with rasterio.open(self.path) as source:
             read = self._covering(source, grid)
             if read is not None:
                 values = source.read(window=read, out_dtype=self.dtype)
-                reproject(values, out, src_transform=source.window_transform(read), src_crs=source.crs,
-                          src_nodata=self.nodata if self.nodata is not None else np.nan,
-                          dst_transform=grid.transform, dst_crs=grid.crs, dst_nodata=np.nan,
-                          resampling=self.resampling)
+                # both transforms are given; for some edge chunks rasterio still warns that one of its
+                # temporary in-memory datasets has no geotransform (the values match io.align_to: tested).
+                # warnings.catch_warnings is not thread-safe and dask reads chunks in threads: one at a time.
+                with _WARP_LOCK, warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    reproject(values, out, src_transform=source.window_transform(read), src_crs=source.crs,
+                              src_nodata=self.nodata if self.nodata is not None else np.nan,
+                              dst_transform=grid.transform, dst_crs=grid.crs, dst_nodata=np.nan,
+                              resampling=self.resampling)
         return out[slice(*bands)]
 
     def _covering(self, source, grid: Grid) -> Window | None:
