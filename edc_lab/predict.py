@@ -662,8 +662,7 @@ def predict_geotiff(
     Returns a summary dict: ``shape`` (H, W), ``crs``, ``transform`` (6 numbers),
     ``windows`` (how many), ``class_counts`` ({class name: pixels}) and the paths written.
     """
-    check_predict_options(window, overlap, batch_size, fill_nonfinite)
-    check_output_paths(
+    check_output_paths(  # before the checkpoint is loaded (Predictor checks the numeric options first)
         {"--out": out_path, "--probabilities": probabilities_path, "--cloudfree": cloudfree_path},
         {"--checkpoint": checkpoint, "--optical": optical_path, "--sar": sar_path},
     )

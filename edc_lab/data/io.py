@@ -544,13 +544,20 @@ def read_covering(
     return read_geotiff(path, what, bands=bands, dtypes=dtypes, window=window, fill_nonfinite=fill_nonfinite)
 
 
-def _covering_window(source: rasterio.DatasetReader, target: Raster | Grid, margin: int) -> Window | None:
-    """The window of ``source`` covering ``target``'s bounds plus ``margin`` pixels (None: the whole file)."""
+def source_pixel_box(source: rasterio.DatasetReader, target: Raster | Grid) -> tuple[float, float, float, float]:
+    """``target``'s bounds in ``source``'s pixel coordinates: (first col, first row, last col, last row), unclipped."""
     west, south, east, north = target.bounds
     if source.crs != target.crs:
         west, south, east, north = transform_bounds(target.crs, source.crs, west, south, east, north)
     corners = [~source.transform * (x, y) for x in (west, east) for y in (south, north)]
     cols, rows = [c for c, _ in corners], [r for _, r in corners]
+    return min(cols), min(rows), max(cols), max(rows)
+
+
+def _covering_window(source: rasterio.DatasetReader, target: Raster | Grid, margin: int) -> Window | None:
+    """The window of ``source`` covering ``target``'s bounds plus ``margin`` pixels (None: the whole file)."""
+    first_col, first_row, last_col, last_row = source_pixel_box(source, target)
+    cols, rows = (first_col, last_col), (first_row, last_row)
     col0 = max(0, int(np.floor(min(cols))) - margin)
     row0 = max(0, int(np.floor(min(rows))) - margin)
     col1 = min(source.width, int(np.ceil(max(cols))) + margin)

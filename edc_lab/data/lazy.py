@@ -71,11 +71,11 @@ import xarray as xr
 from dask.base import tokenize
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.warp import reproject, transform_bounds
+from rasterio.warp import reproject
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from edc_lab.data.io import Grid, check_alignable, check_header, open_raster, same_grid
+from edc_lab.data.io import Grid, check_alignable, check_header, open_raster, same_grid, source_pixel_box
 from edc_lab.data.sample import IGNORE_INDEX, OPTICAL_BANDS, DataError
 
 __all__ = ["DEFAULT_CHUNKS", "KINDS", "open_lazy", "open_scene_lazy", "open_prediction"]
@@ -294,11 +294,8 @@ class _AlignedWindows:
 
     def _covering(self, source, grid: Grid) -> Window | None:
         """The window of ``source`` over ``grid``'s bounds plus the margin, clipped to the file (None: no overlap)."""
-        west, south, east, north = grid.bounds
-        if source.crs != grid.crs:
-            west, south, east, north = transform_bounds(grid.crs, source.crs, west, south, east, north)
-        corners = [~source.transform * (x, y) for x in (west, east) for y in (south, north)]
-        cols, rows = [c for c, _ in corners], [r for _, r in corners]
+        first_col, first_row, last_col, last_row = source_pixel_box(source, grid)
+        cols, rows = (first_col, last_col), (first_row, last_row)
         # 2 source pixels for the bilinear kernel, plus the source pixels per target pixel: a coarsening
         # warp widens its kernel by that factor
         scale = max((max(cols) - min(cols)) / grid.width, (max(rows) - min(rows)) / grid.height)
