@@ -152,11 +152,17 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) 
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; matrices and kernels decay, biases / norms / 1-d parameters do not (nanoGPT's split)."""
+    """AdamW; matrices and kernels decay, biases / norms / 1-d parameters do not (nanoGPT's split).
+
+    ``foreach=True`` everywhere: PyTorch picks the multi-tensor update by itself only on GPUs. On
+    the CPU it gives the same weights, bit for bit, as the one-tensor-at-a-time loop, and a
+    training step of ``edc_tiny`` (several hundred small tensors) takes about 15 % less time
+    (``benchmarks/RESULTS.md``, "Training step on the CPU").
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999))
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), foreach=True)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
