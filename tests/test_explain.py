@@ -350,3 +350,35 @@ def test_plots_draw_symmetric_maps_with_units_and_the_four_shares():
     bars = plot_modality_shares(shares)
     assert len(bars.axes[0].patches) == 4
     matplotlib.pyplot.close("all")
+
+
+def test_exact_group_shapley_equals_captum_with_a_sixth_of_the_forward_passes(tiny64, scenes64):
+    from captum.attr import ShapleyValues
+
+    from edc_lab.explain.baselines import BLUR_SIGMA
+    from edc_lab.explain.groups import exact_group_shapley
+    from edc_lab.explain.region import explanation_inputs
+
+    optical, sar, cloud = scenes64["optical"], scenes64["sar"], scenes64["cloud_mask"]
+    score_fn, region_args, inputs, baselines = explanation_inputs(
+        tiny64, optical, sar, TARGET, None, "logit", "blur", None, BLUR_SIGMA)
+    masks = modality_feature_masks(cloud, optical.shape[0])
+    calls = []
+    score_fn.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        reference = ShapleyValues(score_fn).attribute(inputs, baselines=baselines, feature_mask=masks,
+                                                      additional_forward_args=region_args)
+        captum_calls, calls[:] = len(calls), []
+        ours = exact_group_shapley(score_fn, inputs, baselines, masks, region_args)
+        assert len(calls) == 16 and set(calls) == {optical.shape[0]}  # one pass per coalition, batch kept
+        assert captum_calls >= 6 * 16
+        calls.clear()
+        batched = exact_group_shapley(score_fn, inputs, baselines, masks, region_args, perturbations_per_eval=16)
+        assert calls == [16 * optical.shape[0]]  # all 16 coalitions in one pass
+    for index, group in enumerate(GROUPS):
+        attribution, groups = reference[index // 2], masks[index // 2].expand_as(reference[index // 2])
+        captum_value = attribution[:, 0][groups[:, 0] == index].reshape(optical.shape[0], -1)[:, 0]
+        assert torch.allclose(ours[group], captum_value.double(), atol=1e-5), group
+        assert torch.allclose(batched[group], ours[group], atol=1e-5), group
+    with pytest.raises(ValueError, match="perturbations_per_eval must be >= 1, found 0"):
+        exact_group_shapley(score_fn, inputs, baselines, masks, region_args, perturbations_per_eval=0)
