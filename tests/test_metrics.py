@@ -342,3 +342,16 @@ def test_auroc_of_scores_outside_the_unit_interval_uses_their_order():
     scores, labels = rng.integers(-3, 4, 5000) * 10.0, rng.random(5000) < 0.5
     assert auroc(scores, labels) == pytest.approx(_hand_auroc(scores, labels), abs=1e-7)
     assert math.isnan(auroc([0.1, float("nan")], [0, 1]))
+
+
+@pytest.mark.parametrize("shape, seed", [((2, 3, 24, 32), 0), ((3, 4, 96, 96), 1), ((1, 2, 11, 17), 2)])
+def test_ssim_equals_torchmetrics(shape, seed):
+    # ssim() computes torchmetrics' definition with a separable window: the same number
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.rand(shape, generator=generator)
+    prediction = (target + 0.15 * torch.randn(shape, generator=generator)).clamp(0, 1)
+    for a, b in ((prediction, target), (target, target), (torch.zeros(shape), target)):
+        reference = structural_similarity_index_measure(a.double(), b.double(), gaussian_kernel=True, sigma=1.5,
+                                                        kernel_size=11, data_range=1.0)
+        assert ssim(a, b) == pytest.approx(float(reference), abs=1e-12)
+    assert ssim(target, target) == pytest.approx(1.0, abs=1e-12)

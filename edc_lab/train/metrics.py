@@ -2,7 +2,9 @@
 
 Every number is computed with **torchmetrics** (functional API,
 https://lightning.ai/docs/torchmetrics), the implementation readers use when
-they compare with papers. The formulas below are for the reader; each
+they compare with papers, except SSIM: torchmetrics' definition, computed here
+with the Gaussian window split into two 1-D passes (the same number to 1e-12,
+about ten times faster on the CPU; :func:`ssim`). The formulas below are for the reader; each
 function's docstring names the torchmetrics function and says where its
 definition differs from the one we wrote by hand before, and
 ``tests/test_metrics.py`` checks the two against hand-computed examples.
@@ -47,6 +49,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torchmetrics.functional.classification import binary_auroc, multiclass_confusion_matrix
 
@@ -62,7 +65,6 @@ from torchmetrics.functional.classification.jaccard import _jaccard_index_reduce
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
     spectral_angle_mapper,
-    structural_similarity_index_measure,
 )
 
 IGNORE_INDEX = 255
@@ -214,16 +216,32 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
     return float(per_image_mean)
 
 
+def gaussian_profile(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """(size,) normalised 1-D Gaussian (float64); the SSIM window is its outer product with itself."""
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    profile = torch.exp(-(coords**2) / (2 * sigma**2))
+    return profile / profile.sum()
+
+
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """(size, size) normalised Gaussian, the SSIM window of Wang et al. 2004.
 
-    For the reader and the tests: :func:`ssim` lets torchmetrics build the same
-    window (``size = 2 int(3.5 sigma + 0.5) + 1``, 11 for sigma = 1.5).
+    For the reader and the tests: :func:`ssim` applies it as two 1-D passes of
+    :func:`gaussian_profile` (the window is separable), which is the same window
+    torchmetrics builds (``size = 2 int(3.5 sigma + 0.5) + 1``, 11 for sigma = 1.5).
     """
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    profile = torch.exp(-(coords**2) / (2 * sigma**2))
-    profile = profile / profile.sum()
+    profile = gaussian_profile(size, sigma)
     return torch.outer(profile, profile)
+
+
+def _separable_blur(images: torch.Tensor, profile: torch.Tensor) -> torch.Tensor:
+    """'valid' filtering of (..., H, W) with ``outer(profile, profile)``: rows then columns,
+    as sums of shifted slices (no im2col: a float64 2-D convolution on the CPU takes PyTorch's
+    slow path, which copies every pixel 121 times for an 11 x 11 window)."""
+    size = profile.numel()
+    height, width = images.shape[-2] - size + 1, images.shape[-1] - size + 1
+    rows = sum(profile[k] * images[..., k:k + height, :] for k in range(size))
+    return sum(profile[k] * rows[..., k:k + width] for k in range(size))
 
 
 def ssim(
@@ -242,23 +260,27 @@ def ssim(
     with ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``, L = data_range; the map is
     averaged over bands, pixels and images.
 
-    Computed with torchmetrics ``structural_similarity_index_measure`` (Gaussian
-    kernel, float64). Where it differs from the hand-written version we had:
+    **The definition of torchmetrics' ``structural_similarity_index_measure``**
+    (Gaussian kernel, float64), computed here with the window split into two 1-D
+    passes: the same number to 1e-12 (``tests/test_metrics.py`` compares the two),
+    about ten times faster on the CPU, where PyTorch has no fast float64 2-D
+    convolution (``benchmarks/RESULTS.md``, "Training step on the CPU"). Where
+    this definition differs from the hand-written version we had before torchmetrics:
 
-    * **border**: torchmetrics reflect-pads the images by ``window_size // 2``
-      pixels and averages the SSIM map over all H × W pixels; we used to average
+    * **border**: the images are reflect-padded by ``window_size // 2`` pixels
+      and the SSIM map is averaged over all H × W pixels; we used to average
       only the "valid" (H − 10) × (W − 10) part, where the window lies inside the
       image (as the reference MATLAB code and scikit-image do). The two agree
       exactly on that inner part; the mean differs through the border pixels.
       (torchmetrics 1.4.0 still cropped the border; pyproject.toml asks for
       >= 1.5, which keeps it.)
-    * **window size**: torchmetrics derives the Gaussian window from sigma,
-      ``2 int(3.5 sigma + 0.5) + 1`` pixels (11 for sigma = 1.5), and ignores its
-      ``kernel_size``; a ``window_size`` that does not match is an error here.
+    * **window size**: as in torchmetrics, the Gaussian window follows from sigma,
+      ``2 int(3.5 sigma + 0.5) + 1`` pixels (11 for sigma = 1.5); a
+      ``window_size`` that does not match is an error here.
     * **data range**: we always pass L = ``data_range`` (1 for reflectance);
       torchmetrics' default would estimate it from the images (max − min),
       which makes the score depend on their content.
-    * torchmetrics clamps the local variances at 0 (round-off only).
+    * the local variances are clamped at 0 (round-off only), as in torchmetrics.
     """
     if prediction.shape != target.shape or prediction.dim() != 4:
         raise ValueError(f"ssim: expected two (B, C, H, W) tensors, found {tuple(prediction.shape)}, {tuple(target.shape)}")
@@ -270,18 +292,17 @@ def ssim(
             f"ssim: torchmetrics derives the Gaussian window from sigma ({sigma} gives {implied_size}x{implied_size}), "
             f"found window_size={window_size}"
         )
-    similarity = structural_similarity_index_measure(
-        prediction.double(),
-        target.double(),
-        gaussian_kernel=True,
-        sigma=sigma,
-        kernel_size=window_size,
-        data_range=data_range,
-        k1=k1,
-        k2=k2,
-        reduction="elementwise_mean",
-    )
-    return float(similarity)
+    pad = window_size // 2
+    x = F.pad(prediction.double(), (pad, pad, pad, pad), mode="reflect")
+    y = F.pad(target.double(), (pad, pad, pad, pad), mode="reflect")
+    profile = gaussian_profile(window_size, sigma).to(x.device)
+    mu_x, mu_y, xx, yy, xy = _separable_blur(torch.stack((x, y, x * x, y * y, x * y)), profile)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    var_x = torch.clamp(xx - mu_x**2, min=0.0)
+    var_y = torch.clamp(yy - mu_y**2, min=0.0)
+    cov_xy = xy - mu_x * mu_y
+    similarity = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return float(similarity.flatten(1).mean(1).mean())
 
 
 def spectral_angle(prediction: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> float:
