@@ -14,7 +14,9 @@ The protocol (written and committed before the run; see ``benchmarks/RESULTS.md`
   scenes where either region has fewer than ``--min-pixels`` (20) pixels are left out
   (the same scenes for every model, because the choice uses labels only);
 * the score ``F`` is the mean logit of ``c`` over the region (``RegionScore``);
-* attribution: exact Shapley values (captum ``ShapleyValues``, 24 orderings) of the four
+* attribution: exact Shapley values (``modality_shares(method="shapley")``: the 16 coalitions;
+  the committed results were computed when it called captum's ``ShapleyValues``, 24 orderings,
+  which gives the same values to float rounding, ``benchmarks/bench_shapley.py``) of the four
   groups optical-cloudy, optical-clear, SAR-cloudy, SAR-clear, a group "removed" = replaced
   by its Gaussian blur (sigma 4 px, the ``"blur"`` baseline);
 * metric: the **SAR share of the decision** in a region,
