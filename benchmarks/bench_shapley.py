@@ -28,7 +28,7 @@ from edc_lab.data.sample import to_torch
 from edc_lab.data.synthetic import synthetic_scene
 from edc_lab.explain import GROUPS
 from edc_lab.explain.baselines import BLUR_SIGMA
-from edc_lab.explain.groups import exact_group_shapley, modality_feature_masks
+from edc_lab.explain.groups import captum_group_values, exact_group_shapley, modality_feature_masks
 from edc_lab.explain.region import explanation_inputs
 from edc_lab.models import build_model
 
@@ -55,7 +55,7 @@ def main() -> None:
         attribution = ShapleyValues(score_fn).attribute(inputs, baselines=baselines, feature_mask=masks,
                                                         additional_forward_args=region_args,
                                                         perturbations_per_eval=per_eval)
-        return {g: attribution[i // 2][masks[i // 2].expand_as(attribution[i // 2]) == i][0] for i, g in enumerate(GROUPS)}
+        return captum_group_values(attribution, masks)
 
     variants = {f"{name}, {per_eval} per pass": (function, per_eval)
                 for name, function in (("edc_lab 16 coalitions", ours), ("captum ShapleyValues", captum))

@@ -356,7 +356,7 @@ def test_exact_group_shapley_equals_captum_with_a_sixth_of_the_forward_passes(ti
     from captum.attr import ShapleyValues
 
     from edc_lab.explain.baselines import BLUR_SIGMA
-    from edc_lab.explain.groups import exact_group_shapley
+    from edc_lab.explain.groups import captum_group_values, exact_group_shapley
     from edc_lab.explain.region import explanation_inputs
 
     optical, sar, cloud = scenes64["optical"], scenes64["sar"], scenes64["cloud_mask"]
@@ -375,10 +375,9 @@ def test_exact_group_shapley_equals_captum_with_a_sixth_of_the_forward_passes(ti
         calls.clear()
         batched = exact_group_shapley(score_fn, inputs, baselines, masks, region_args, perturbations_per_eval=16)
         assert calls == [16 * optical.shape[0]]  # all 16 coalitions in one pass
-    for index, group in enumerate(GROUPS):
-        attribution, groups = reference[index // 2], masks[index // 2].expand_as(reference[index // 2])
-        captum_value = attribution[:, 0][groups[:, 0] == index].reshape(optical.shape[0], -1)[:, 0]
-        assert torch.allclose(ours[group], captum_value.double(), atol=1e-5), group
+    captum_values = captum_group_values(reference, masks)
+    for group in GROUPS:
+        assert torch.allclose(ours[group], captum_values[group].double(), atol=1e-5), group
         assert torch.allclose(batched[group], ours[group], atol=1e-5), group
     with pytest.raises(ValueError, match="perturbations_per_eval must be >= 1, found 0"):
         exact_group_shapley(score_fn, inputs, baselines, masks, region_args, perturbations_per_eval=0)

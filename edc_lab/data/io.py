@@ -33,6 +33,7 @@ the count (see :func:`edc_lab.data.sample.check_finite`).
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -557,11 +558,10 @@ def source_pixel_box(source: rasterio.DatasetReader, target: Raster | Grid) -> t
 def _covering_window(source: rasterio.DatasetReader, target: Raster | Grid, margin: int) -> Window | None:
     """The window of ``source`` covering ``target``'s bounds plus ``margin`` pixels (None: the whole file)."""
     first_col, first_row, last_col, last_row = source_pixel_box(source, target)
-    cols, rows = (first_col, last_col), (first_row, last_row)
-    col0 = max(0, int(np.floor(min(cols))) - margin)
-    row0 = max(0, int(np.floor(min(rows))) - margin)
-    col1 = min(source.width, int(np.ceil(max(cols))) + margin)
-    row1 = min(source.height, int(np.ceil(max(rows))) + margin)
+    col0 = max(0, math.floor(first_col) - margin)
+    row0 = max(0, math.floor(first_row) - margin)
+    col1 = min(source.width, math.ceil(last_col) + margin)
+    row1 = min(source.height, math.ceil(last_row) + margin)
     if (col0, row0, col1, row1) == (0, 0, source.width, source.height):
         return None
     return Window(col0, row0, max(1, col1 - col0), max(1, row1 - row0))

@@ -295,15 +295,14 @@ class _AlignedWindows:
     def _covering(self, source, grid: Grid) -> Window | None:
         """The window of ``source`` over ``grid``'s bounds plus the margin, clipped to the file (None: no overlap)."""
         first_col, first_row, last_col, last_row = source_pixel_box(source, grid)
-        cols, rows = (first_col, last_col), (first_row, last_row)
         # 2 source pixels for the bilinear kernel, plus the source pixels per target pixel: a coarsening
         # warp widens its kernel by that factor
-        scale = max((max(cols) - min(cols)) / grid.width, (max(rows) - min(rows)) / grid.height)
+        scale = max((last_col - first_col) / grid.width, (last_row - first_row) / grid.height)
         margin = 2 + math.ceil(scale)
-        col0 = max(0, math.floor(min(cols)) - margin)
-        row0 = max(0, math.floor(min(rows)) - margin)
-        col1 = min(source.width, math.ceil(max(cols)) + margin)
-        row1 = min(source.height, math.ceil(max(rows)) + margin)
+        col0 = max(0, math.floor(first_col) - margin)
+        row0 = max(0, math.floor(first_row) - margin)
+        col1 = min(source.width, math.ceil(last_col) + margin)
+        row1 = min(source.height, math.ceil(last_row) + margin)
         if col1 <= col0 or row1 <= row0:
             return None
         return Window(col0, row0, col1 - col0, row1 - row0)

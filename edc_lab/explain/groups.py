@@ -62,6 +62,7 @@ __all__ = [
     "GROUPS",
     "GROUP_METHODS",
     "ModalityShares",
+    "captum_group_values",
     "class_on_both_sides",
     "exact_group_shapley",
     "modality_feature_masks",
@@ -207,25 +208,36 @@ def modality_shares(
             f"({batch}, {height}, {width}), found {tuple(cloud_mask.shape)}"
         )
     feature_mask = modality_feature_masks(cloud_mask, batch)
-    common = dict(
-        baselines=baselines,
-        additional_forward_args=region_args,
-        feature_mask=feature_mask,
-        perturbations_per_eval=perturbations_per_eval,
-    )
     with torch.no_grad():
         score = score_fn(*inputs, *region_args)
         baseline_score = score_fn(*baselines, *region_args)
         if method == "shapley":
             values = exact_group_shapley(score_fn, inputs, baselines, feature_mask, region_args, perturbations_per_eval)
-            return ModalityShares(values={g: v.to(score.dtype) for g, v in values.items()}, score=score,
-                                  baseline_score=baseline_score, method=method,
-                                  baseline=baseline if isinstance(baseline, str) else "custom", units=output)
-        if method == "shapley_sampling":
-            attributions = ShapleyValueSampling(score_fn).attribute(inputs, n_samples=n_samples, **common)
         else:
-            attributions = FeatureAblation(score_fn).attribute(inputs, **common)
-    # captum gives every input value the value of its whole group: read it back at one member
+            common = dict(baselines=baselines, additional_forward_args=region_args, feature_mask=feature_mask,
+                          perturbations_per_eval=perturbations_per_eval)
+            if method == "shapley_sampling":
+                attributions = ShapleyValueSampling(score_fn).attribute(inputs, n_samples=n_samples, **common)
+            else:
+                attributions = FeatureAblation(score_fn).attribute(inputs, **common)
+            values = captum_group_values(attributions, feature_mask)
+    return ModalityShares(
+        values={group: value.to(score.dtype) for group, value in values.items()},
+        score=score,
+        baseline_score=baseline_score,
+        method=method,
+        baseline=baseline if isinstance(baseline, str) else "custom",
+        units=output,
+    )
+
+
+def captum_group_values(attributions: tuple[torch.Tensor, torch.Tensor],
+                        feature_mask: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{group: (B,)}`` from captum's per-value attributions of ``(optical, sar)`` with ``feature_mask``.
+
+    captum gives every input value the value of its whole group: read it back (the mean over the
+    group's members, all equal); a group with no member in a sample gets 0.
+    """
     values = {}
     for input_index, (attribution, groups) in enumerate(zip(attributions, feature_mask)):
         groups = groups.expand_as(attribution)
@@ -233,15 +245,8 @@ def modality_shares(
             members = (groups == group_id).flatten(1)
             count = members.sum(1)
             mean = (attribution.flatten(1) * members).sum(1) / count.clamp(min=1)
-            values[GROUPS[group_id]] = torch.where(count > 0, mean, torch.zeros_like(mean)).to(score.dtype)
-    return ModalityShares(
-        values=values,
-        score=score,
-        baseline_score=baseline_score,
-        method=method,
-        baseline=baseline if isinstance(baseline, str) else "custom",
-        units=output,
-    )
+            values[GROUPS[group_id]] = torch.where(count > 0, mean, torch.zeros_like(mean))
+    return values
 
 
 def exact_group_shapley(

@@ -192,7 +192,7 @@ def non_finite_entries(state_dict: dict[str, Any]) -> list[str]:
     ``model.state_dict()`` holds parameters *and* buffers (BatchNorm running
     statistics), so this checks both. :func:`train` calls it after every step, so the common case
     is cheap: one ``isfinite`` over all values of a device and dtype laid end to end (one host
-    synchronisation), instead of two operations per tensor; only when something is not finite
+    synchronisation per device and dtype, usually one), instead of two operations per tensor; only when something is not finite
     are the tensors looked at one by one, to name them.
     """
     named = [(name, value.detach()) for name, value in state_dict.items()
@@ -202,7 +202,7 @@ def non_finite_entries(state_dict: dict[str, Any]) -> list[str]:
     kinds: dict[tuple, list[torch.Tensor]] = {}
     for _, value in named:
         kinds.setdefault((value.device, value.dtype), []).append(value.reshape(-1))
-    if bool(torch.stack([torch.cat(values).isfinite().all().cpu() for values in kinds.values()]).all()):
+    if all(bool(torch.cat(values).isfinite().all()) for values in kinds.values()):
         return []
     finite = torch.stack([value.isfinite().all() for _, value in named]).cpu().tolist()
     return [name for (name, _), ok in zip(named, finite) if not ok]
