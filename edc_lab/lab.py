@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edc_lab.cli import int_in
+
+#: TCP ports: 0 asks the OS for any free port (JupyterLab reads back and prints the one it got)
+PORT_RANGE = (0, 65535)
+
 
 def notebooks_dir() -> Path:
     """The repository's ``notebooks/`` (the package is installed editable from the checkout)."""
@@ -15,7 +20,8 @@ def notebooks_dir() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888)")
+    parser.add_argument("--port", type=int_in(*PORT_RANGE), default=8888,
+                        help="port on 127.0.0.1, 0..65535; 0 = any free port (default 8888)")
     parser.add_argument("--dir", type=Path, default=None, help="folder to open (default: the notebooks)")
 
 

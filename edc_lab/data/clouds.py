@@ -57,6 +57,7 @@ gives the same clouds, bit for bit.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -94,6 +95,9 @@ DEFAULT_THIN_FRACTION: float = 0.8
 DEFAULT_TEXTURE: float = 0.35
 DEFAULT_THICKNESS: tuple[float, float] = (0.2, 1.0)
 DEFAULT_HAZE: tuple[float, float] = (0.0, 0.8)
+#: how far outside [0, 1] an input reflectance may stray (rounding, resampling overshoot)
+#: before :func:`add_clouds` refuses it as another scale
+UNIT_TOLERANCE: float = 0.01
 
 
 #: Statistics of the real M3M-CR tile in ``../shared/data`` (``planet_cloudy_fall_1_p_457``,
@@ -186,6 +190,9 @@ def add_clouds(
 
     Args:
         optical: (4, H, W) clear reflectance in [0, 1], bands blue, green, red, nir.
+            Checked first (:func:`check_unit_reflectance`): integer data (uint16
+            reflectance x10000, 8-bit), NaN/Inf and values outside [0, 1] are a
+            ValueError, as they would otherwise come back as a white image.
         cover: requested fraction of cloudy pixels in [0, 1]; the returned mask
             covers ``round(cover * H * W)`` pixels (exact up to ties).
         seed: seed of ``numpy.random.default_rng``; same seed, same clouds.
@@ -209,7 +216,7 @@ def add_clouds(
         cloud field and mask do not depend on ``shadows``, ``thickness``,
         ``thin_fraction``, ``texture`` or ``haze``.
     """
-    optical = np.asarray(optical, dtype=np.float32)
+    optical = check_unit_reflectance(optical)
     if optical.ndim != 3 or optical.shape[0] != 4:
         raise ValueError(
             f"add_clouds: expected optical of shape (4, H, W) (blue, green, red, nir), found {optical.shape}"
@@ -305,6 +312,35 @@ def add_clouds(
 
     cloudy = _compose(optical, opacity, brightness, veil, shade)
     return CloudResult(cloudy, opacity.astype(np.float32, copy=False), mask, veil)
+
+
+def check_unit_reflectance(optical) -> np.ndarray:
+    """``optical`` as float32 after checking it is reflectance in [0, 1]; otherwise one ValueError.
+
+    The cloud model mixes the ground with cloud and haze reflectances of 0.2-0.8
+    and clips to [0, 1], so an image on another scale does not fail: it comes back
+    all white (uint16 reflectance x10000, 8-bit values, a x1e6 scaling) or all
+    NaN. So integer and boolean data types are refused, and so are NaN/Inf and
+    values outside [0, 1] by more than :data:`UNIT_TOLERANCE` (rounding and
+    resampling overshoot); the message gives the data type, minimum and maximum.
+    """
+    array = np.asarray(optical)
+    dtype, where = array.dtype, "add_clouds: expected optical as float reflectance in [0, 1]"
+    if not np.issubdtype(dtype, np.floating):
+        found = f", values in [{array.min()}, {array.max()}]" if array.size and dtype.kind in "biu" else ""
+        raise ValueError(f"{where}, found data type {dtype}{found}; scale it first, e.g. reflectance x10000 "
+                         f"/ 10000 (M3M-CR) or 8-bit values / 255 (WHU-OPT-SAR)")
+    array = array.astype(np.float32, copy=False)
+    if not array.size:
+        return array
+    low, high = float(array.min()), float(array.max())  # a NaN anywhere makes both NaN
+    if not (math.isfinite(low) and math.isfinite(high)):
+        count = int(array.size - np.isfinite(array).sum())
+        raise ValueError(f"{where}, found {count} NaN/Inf value(s) in {dtype} data (min {low}, max {high})")
+    if low < -UNIT_TOLERANCE or high > 1.0 + UNIT_TOLERANCE:
+        raise ValueError(f"{where} (tolerance {UNIT_TOLERANCE}), found {dtype} values with min {low:.4g} "
+                         f"and max {high:.4g}")
+    return array
 
 
 def _is_number(value) -> bool:

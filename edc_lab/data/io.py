@@ -19,12 +19,17 @@ Whose idea: all of this is our choice (following TorchGeo's readers); the
 paper (arXiv 2603.20811) and its predecessor CloudSeg upsample SAR by array
 size instead.
 
+Grids are checked when a file is opened: :func:`check_north_up` refuses a
+south-up, mirrored or rotated transform (every bound and window below assumes
+north-up), naming the file that has it.
+
 Sizes and conventions are checked before they can hurt: a header declaring
 more than :data:`MAX_RASTER_BYTES` (or a ``.npy`` header of another shape than
 the optical grid) is refused before any pixel is read; :func:`check_convention`
 refuses values whose data type or range betrays another scaling (float
-reflectance already in [0, 1], 8-bit SAR read as dB); :func:`read_covering`
-reads only the part of a file that covers the target grid.
+reflectance already in [0, 1], 8-bit SAR read as dB, reflectance that is mostly
+negative); :func:`read_covering` reads only the part of a file that covers the
+target grid.
 
 Non-finite pixels (NaN/Inf in a float raster): refused by default with a
 DataError; ``fill_nonfinite=value`` replaces them with ``value`` and warns with
@@ -60,6 +65,9 @@ MIN_OVERLAP = 0.9
 #: the most bytes one read may declare (bands x rows x cols x item size); a larger header is refused
 #: before any pixel is read (a 9 MB sparse GeoTIFF can declare 200000² pixels = hundreds of GiB)
 MAX_RASTER_BYTES = 4 * 2**30
+#: the largest fraction of valid optical pixels that may be negative (reflectance after
+#: atmospheric correction has a few slightly negative values; a negative median is wrong data)
+MAX_NEGATIVE_FRACTION = 0.5
 #: value conventions :func:`check_convention` knows (what the pixel values of a file mean)
 CONVENTION_NAMES = ("reflectance", "db", "uint8", "unit")
 
@@ -172,7 +180,7 @@ def check_declared_size(
 
 @contextmanager
 def open_raster(path: str | Path, what: str) -> Iterator[rasterio.DatasetReader]:
-    """``rasterio.open`` that turns a missing or unreadable file into a DataError."""
+    """``rasterio.open`` that turns a missing or unreadable file, or one not north-up, into a DataError."""
     path = Path(path)
     check_input_file(path, f"a GeoTIFF ({what})")
     try:
@@ -183,9 +191,34 @@ def open_raster(path: str | Path, what: str) -> Iterator[rasterio.DatasetReader]
             f"(corrupt or not a raster): {error}"
         ) from None
     try:
+        check_north_up(path, source.transform, what)
         yield source
     finally:
         source.close()
+
+
+def check_north_up(path: Path, transform: Affine, what: str) -> None:
+    """Refuse a raster whose rows do not run north to south along a map axis.
+
+    Every grid computation here (bounds, windows, overlap, resampling targets)
+    assumes the usual GeoTIFF layout: ``transform = (a, b, c, d, e, f)`` with
+    pixel width ``a > 0``, pixel height ``e < 0`` (row 0 is the northern edge)
+    and no rotation or shear (``b = d = 0``). A south-up file (``e > 0``) would
+    otherwise reach the alignment check with inverted bounds and the error would
+    blame the other file. The identity transform is what rasterio reports for a
+    file with no georeference at all; it is left to the CRS checks.
+    """
+    if transform.is_identity:
+        return
+    a, b, _, d, e, _ = tuple(transform)[:6]
+    if a > 0 and e < 0 and b == 0 and d == 0:
+        return
+    kind = "rotated or sheared" if b or d else "south-up (e > 0)" if e > 0 else "mirrored or degenerate"
+    raise DataError(
+        f"{path}: expected a north-up raster ({what}: transform with pixel width a > 0, pixel height e < 0 and "
+        f"no rotation, b = d = 0), found a {kind} transform {_fmt_transform(transform)}; warp it north-up "
+        f"first, e.g. gdalwarp {path.name} north_up.tif"
+    )
 
 
 def check_header(
@@ -273,13 +306,22 @@ def check_convention(raster: Raster, what: str, convention: str) -> None:
     already in [0, 1] divided by 10000 is 0 everywhere; 8-bit SAR read as dB
     clips to 1 everywhere), so the readers and ``predict`` check first:
 
-    * ``"reflectance"`` (M3M-CR optical: reflectance x10000, uint16): refuse 8-bit
-      files and float files whose values all lie in [0, 2] (already scaled);
+    * ``"reflectance"`` (M3M-CR optical: reflectance x10000, uint16, valid range
+      [0, 10000]): refuse 8-bit files, float files whose values all lie in [0, 2]
+      (already scaled) and files whose valid pixels are *mostly* negative. Real
+      reflectance may hold a few slightly negative values after atmospheric
+      correction (the readers clip them to 0), so single negatives are kept; but
+      when more than half the values of all bands together
+      (:data:`MAX_NEGATIVE_FRACTION`) are below 0, i.e. the median is negative,
+      the file is wrong data (a signed/unsigned mix-up, an offset, another
+      product), which clipping would turn into a black image. (Deep water can have
+      a slightly negative NIR band, never four negative bands.);
     * ``"db"`` (M3M-CR SAR: backscatter in dB, float): refuse integer files (8-bit
       or digital numbers), values mostly above 0 dB (linear power or [0, 1] scaled)
       and values above 100 (not dB);
     * ``"uint8"`` (WHU-OPT-SAR: 8-bit optical and SAR): refuse any other data type;
-    * ``"unit"`` (floats already in [0, 1]): refuse integer files and values outside [-0.5, 1.5].
+    * ``"unit"`` (floats already in [0, 1]): refuse integer files, values outside [-0.5, 1.5]
+      and, as for reflectance, mostly negative values.
 
     Pixels equal to the file's nodata and non-finite pixels are not looked at.
     """
@@ -302,6 +344,7 @@ def check_convention(raster: Raster, what: str, convention: str) -> None:
         if is_float and valid.size and high <= 2.0:
             raise DataError(f"{where} as reflectance x10000 (M3M-CR convention), found {dtype} values in "
                             f"[{low:.4g}, {high:.4g}], i.e. already scaled to [0, 1] (the 'unit' convention)")
+        _refuse_mostly_negative(valid, f"{where} as reflectance x10000 in [0, 10000] (M3M-CR convention)", dtype)
     elif convention == "db":
         if not is_float:
             raise DataError(f"{where} as backscatter in dB (float, M3M-CR convention), found integer data ({dtype}), "
@@ -316,6 +359,25 @@ def check_convention(raster: Raster, what: str, convention: str) -> None:
             raise DataError(f"{where} as floats already scaled to [0, 1], found integer data ({dtype})")
         if valid.size and (low < -0.5 or high > 1.5):
             raise DataError(f"{where} as floats already scaled to [0, 1], found values in [{low:.4g}, {high:.4g}]")
+        _refuse_mostly_negative(valid, f"{where} as floats already scaled to [0, 1]", dtype)
+
+
+def _refuse_mostly_negative(valid: np.ndarray, expected: str, dtype) -> None:
+    """The reflectance rule of :func:`check_convention`: more than half the valid values below 0 is a DataError.
+
+    ``valid``: the values looked at, all bands together (nodata and NaN removed);
+    ``expected`` starts the message ("<file>: expected ..."). A few negatives are
+    kept (noise of the atmospheric correction); a negative median is not reflectance.
+    """
+    if not valid.size:
+        return
+    negative = float((valid < 0).mean())
+    if negative > MAX_NEGATIVE_FRACTION:
+        raise DataError(
+            f"{expected}, found {dtype} values in [{float(valid.min()):.4g}, {float(valid.max()):.4g}] with "
+            f"{negative:.0%} of the valid values below 0 (median {float(np.median(valid)):.4g}); a few slightly "
+            f"negative values are accepted (and clipped to 0), mostly negative ones are wrong data, not reflectance"
+        )
 
 
 def nodata_mask(raster: Raster) -> np.ndarray:
@@ -622,6 +684,11 @@ def _short(thing: object, limit: int = 160) -> str:
     """``str(thing)`` cut to ``limit`` characters (a CRS in PROJJSON can fill a screen)."""
     text = " ".join(str(thing).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fmt_transform(transform: Affine) -> str:
+    """``(a=.., b=.., c=.., d=.., e=.., f=..)``: the affine coefficients in rasterio's order."""
+    return "(" + ", ".join(f"{name}={value:.10g}" for name, value in zip("abcdef", tuple(transform)[:6])) + ")"
 
 
 def _fmt_bounds(raster: Raster | Grid) -> str:

@@ -47,6 +47,7 @@ Example::
 from __future__ import annotations
 
 import csv as csv_module
+import io
 import os
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple
@@ -75,6 +76,7 @@ from edc_lab.data.sample import (
     make_sample,
     to_torch,
 )
+from edc_lab.data.text import read_text_file
 
 #: optical reflectance scale and clip range (published)
 OPTICAL_SCALE = 10000.0
@@ -165,35 +167,36 @@ def find_csv(root: Path, split: str) -> Path:
 
 
 def read_file_list(csv_path: Path, base: Path) -> list[M3MCRFiles]:
-    """Parse the headerless 5-column CSV and check that every listed file exists."""
-    if csv_path.is_dir():
-        raise DataError(f"{csv_path}: expected an M3M-CR file list (CSV), found a directory")
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: expected an M3M-CR file list (CSV), found no such file")
+    """Parse the headerless 5-column CSV and check that every listed file exists.
+
+    The file is read with :func:`edc_lab.data.text.read_text_file`: UTF-8, with or
+    without the byte-order mark spreadsheet programs write (it would otherwise stick
+    to the first path); any other encoding is one DataError naming the file and byte.
+    """
+    text = read_text_file(csv_path, "an M3M-CR file list (CSV)")
     rows: list[M3MCRFiles] = []
-    with open(csv_path, newline="") as handle:
-        for line_number, row in enumerate(csv_module.reader(handle), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != len(CSV_COLUMNS):
+    for line_number, row in enumerate(csv_module.reader(io.StringIO(text, newline="")), start=1):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(CSV_COLUMNS):
+            raise DataError(
+                f"{csv_path}, line {line_number}: expected {len(CSV_COLUMNS)} columns "
+                f"({', '.join(CSV_COLUMNS)}), found {len(row)}"
+            )
+        files = M3MCRFiles(*(base / cell.strip() for cell in row))
+        for column, cell, file in zip(CSV_COLUMNS, row, files):
+            inside = os.path.normpath(os.path.abspath(file)).startswith(os.path.normpath(os.path.abspath(base)) + os.sep)
+            if not cell.strip() or not inside:
                 raise DataError(
-                    f"{csv_path}, line {line_number}: expected {len(CSV_COLUMNS)} columns "
-                    f"({', '.join(CSV_COLUMNS)}), found {len(row)}"
+                    f"{csv_path}, line {line_number}: expected the {column} file as a path relative to {base} "
+                    f"and inside it, found {cell.strip()!r}"
                 )
-            files = M3MCRFiles(*(base / cell.strip() for cell in row))
-            for column, cell, file in zip(CSV_COLUMNS, row, files):
-                inside = os.path.normpath(os.path.abspath(file)).startswith(os.path.normpath(os.path.abspath(base)) + os.sep)
-                if not cell.strip() or not inside:
-                    raise DataError(
-                        f"{csv_path}, line {line_number}: expected the {column} file as a path relative to {base} "
-                        f"and inside it, found {cell.strip()!r}"
-                    )
-                if not file.is_file():
-                    raise DataError(
-                        f"{csv_path}, line {line_number}: expected the {column} file {file} "
-                        f"(relative to {base}), found no such file"
-                    )
-            rows.append(files)
+            if not file.is_file():
+                raise DataError(
+                    f"{csv_path}, line {line_number}: expected the {column} file {file} "
+                    f"(relative to {base}), found no such file"
+                )
+        rows.append(files)
     if not rows:
         raise DataError(f"{csv_path}: expected at least one row of {len(CSV_COLUMNS)} paths, found an empty list")
     return rows

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from importlib.resources import as_file
 from importlib.resources import files as package_files
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -84,6 +85,7 @@ from edc_lab.data.sample import (
     make_sample,
     to_torch,
 )
+from edc_lab.data.text import read_text_file
 
 #: WHU-OPT-SAR label code -> class index (0 = background -> ignore)
 WHU_CODE_TO_INDEX: dict[int, int] = {0: IGNORE_INDEX, **{10 * (i + 1): i for i in range(len(WHU_CLASSES))}}
@@ -101,12 +103,19 @@ PATCH_MIN_OVERLAP = 0.5
 
 
 def official_split(split_file: str | Path | None = None) -> dict[str, list[str]]:
-    """The authors' split: {"train": [80 names], "test": [20 names]} (file names like "NH49E004021.tif")."""
+    """The authors' split: {"train": [80 names], "test": [20 names]} (file names like "NH49E004021.tif").
+
+    ``split_file`` (default: the shipped one) is read with
+    :func:`edc_lab.data.text.read_text_file`: UTF-8 with an optional byte-order mark;
+    a missing file or another encoding is one DataError naming the file.
+    """
+    what = "a WHU-OPT-SAR split file ('train:' / 'test:' headers, one scene name per line)"
     if split_file is None:
-        text = package_files("edc_lab.data").joinpath("splits").joinpath(SPLIT_FILE).read_text()
+        with as_file(package_files("edc_lab.data").joinpath("splits").joinpath(SPLIT_FILE)) as shipped:
+            text = read_text_file(shipped, what)
         source = f"edc_lab/data/splits/{SPLIT_FILE}"
     else:
-        text = Path(split_file).read_text()
+        text = read_text_file(split_file, what)
         source = str(split_file)
     splits: dict[str, list[str]] = {}
     current: list[str] | None = None

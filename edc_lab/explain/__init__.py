@@ -16,7 +16,9 @@ and split the model's score for it between the inputs.
 * ``layers``: ``layer_contributions`` — Layer Integrated Gradients or Grad-CAM
   on each encoder stage's fused features and DCHF's gates;
 * ``plots``: the maps side by side, the group shares, the stages;
-* ``widget``: the explorer of notebook 07 (model, class, region, method, baseline).
+* ``widget``: the explorer of notebook 07 (model, class, region, method, baseline);
+* ``checks``: the argument checks every entry point runs first (masks are boolean or
+  0/1, not probability maps; counts >= 1; finite inputs), one ``ValueError`` each.
 
 Integrated Gradients: Sundararajan, Taly and Yan, "Axiomatic Attribution for
 Deep Networks", ICML 2017, https://arxiv.org/abs/1703.01365. Every attribution

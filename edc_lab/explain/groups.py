@@ -56,6 +56,7 @@ from captum.attr import FeatureAblation, ShapleyValueSampling
 from torch import nn
 
 from edc_lab.explain.baselines import BLUR_SIGMA, BaselineSpec
+from edc_lab.explain.checks import binary_mask
 from edc_lab.explain.region import Region, explanation_inputs
 
 __all__ = [
@@ -75,13 +76,13 @@ GROUP_METHODS = ("shapley", "shapley_sampling", "ablation")
 
 def modality_feature_masks(cloud_mask: torch.Tensor, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Captum ``feature_mask`` for ``(optical, sar)`` from ``cloud_mask`` ``(H, W)`` or ``(B, H, W)``
-    (or ``(B, 1, H, W)``; nonzero = cloudy).
+    (or ``(B, 1, H, W)``; boolean or 0/1, 1 = cloudy; a probability map is refused).
 
     Returns ``(optical_groups (B, 1, H, W), sar_groups (B, 1, H, W))`` of int64 group ids
     (``GROUPS``): optical 0 where cloudy, 1 where clear; SAR 2 where cloudy, 3 where clear.
     The channel axis of 1 broadcasts over bands: a group holds every band of its pixels.
     """
-    mask = torch.as_tensor(cloud_mask)
+    mask = binary_mask("modality_feature_masks", "cloud_mask", cloud_mask)
     if mask.dim() == 4 and mask.shape[1] == 1:
         mask = mask[:, 0]
     if mask.dim() == 2:
@@ -90,7 +91,7 @@ def modality_feature_masks(cloud_mask: torch.Tensor, batch: int | None = None) -
         raise ValueError(
             f"modality_feature_masks: cloud_mask must be (H, W), (B, H, W) or (B, 1, H, W), found {tuple(mask.shape)}"
         )
-    cloudy = (mask != 0)[:, None]  # (B, 1, H, W)
+    cloudy = mask[:, None]  # (B, 1, H, W) bool
     optical_groups = torch.where(cloudy, 0, 1).long()
     sar_groups = torch.where(cloudy, 2, 3).long()
     return optical_groups, sar_groups
@@ -181,7 +182,8 @@ def modality_shares(
 
     Args:
         model, optical, sar, target, region, output: as for ``pixel_attributions``.
-        cloud_mask: ``(H, W)`` or ``(B, H, W)``, nonzero = cloudy.
+        cloud_mask: ``(H, W)`` or ``(B, H, W)``, boolean or 0/1 (1 = cloudy); a probability map is
+            refused (threshold it yourself, e.g. ``probability > 0.5``).
         method: ``"shapley"`` (exact, the 16 coalitions: :func:`exact_group_shapley`), ``"shapley_sampling"``
             (``n_samples`` random orderings) or ``"ablation"`` (captum ``FeatureAblation``: one group
             removed at a time).
@@ -198,10 +200,11 @@ def modality_shares(
     if method not in GROUP_METHODS:
         raise ValueError(f"modality_shares: method must be one of {GROUP_METHODS}, found {method!r}")
     score_fn, region_args, inputs, baselines = explanation_inputs(
-        model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma
+        model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma, owner="modality_shares",
+        settings=dict(n_samples=n_samples, perturbations_per_eval=perturbations_per_eval),
     )
     batch, _, height, width = optical.shape
-    cloud_mask = torch.as_tensor(cloud_mask).to(optical.device)
+    cloud_mask = binary_mask("modality_shares", "cloud_mask", cloud_mask).to(optical.device)
     if tuple(cloud_mask.shape[-2:]) != (height, width) or cloud_mask.dim() == 3 and cloud_mask.shape[0] != batch:
         raise ValueError(
             f"modality_shares: cloud_mask must be (H, W) = ({height}, {width}) or (B, H, W) = "
@@ -304,7 +307,7 @@ def class_on_both_sides(label: torch.Tensor, cloud_mask: torch.Tensor, num_class
     and once over its clear pixels compares like with like (the same land cover, with and without
     a cloud above it). ``ignore_index`` pixels count for no class.
     """
-    label, cloudy = torch.as_tensor(label), torch.as_tensor(cloud_mask) != 0
+    label, cloudy = torch.as_tensor(label), binary_mask("class_on_both_sides", "cloud_mask", cloud_mask)
     if label.shape != cloudy.shape or label.dim() != 2:
         raise ValueError(
             f"class_on_both_sides: expected label and cloud_mask of one shape (H, W), found "

@@ -148,11 +148,15 @@ def layer_contributions(
         include_gates: also attribute to every DCHF gate (one Layer IG / Grad-CAM call each).
         stage_layers: ``{name: module}`` whose *inputs* are the stage features; default
             ``find_stage_layers(model)``.
+
+    Every argument is checked before the first forward pass (``explanation_inputs``,
+    ``edc_lab.explain.checks``).
     """
     if method not in LAYER_METHODS:
         raise ValueError(f"layer_contributions: method must be one of {LAYER_METHODS}, found {method!r}")
     score_fn, region_args, inputs, baselines = explanation_inputs(
-        model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma
+        model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma, owner="layer_contributions",
+        settings=dict(n_steps=n_steps, internal_batch_size=internal_batch_size),
     )
     stages = stage_layers if stage_layers is not None else find_stage_layers(model)
     gates = find_gate_layers(model) if include_gates else {}

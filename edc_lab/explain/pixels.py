@@ -124,10 +124,14 @@ def pixel_attributions(
         internal_batch_size: IG evaluates at most this many path points at once (memory); ``None`` = all.
         n_samples, stdevs: GradientShap's random points per sample and input noise.
         blur_sigma: sigma of the ``"blur"`` baseline, in pixels.
+
+    Every argument is checked before the first forward pass (``explanation_inputs``,
+    ``edc_lab.explain.checks``): counts >= 1, finite inputs, a boolean or 0/1 region mask.
     """
     _check_method(method)
     score_fn, region_args, inputs, baselines = explanation_inputs(
-        model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma
+        model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma, owner="pixel_attributions",
+        settings=dict(n_steps=n_steps, internal_batch_size=internal_batch_size, n_samples=n_samples, stdevs=stdevs),
     )
     baseline_name = baseline if isinstance(baseline, str) else "custom"
     delta = None

@@ -55,6 +55,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edc_lab.explain.checks import binary_mask, check_finite, check_settings
+
 __all__ = ["RegionScore", "Region", "OUTPUTS"]
 
 Region = Union[None, Sequence[int], np.ndarray, torch.Tensor]
@@ -75,8 +77,9 @@ class RegionScore(nn.Module):
             probability units).
 
     Bad input raises ``ValueError`` naming what was expected and what was found:
-    a class index out of range, an empty region, a mask of the wrong shape, a
-    pixel or box outside the image.
+    a class index out of range, an empty region, a mask of the wrong shape or not
+    boolean / 0-1 (a probability map is refused, not thresholded), a pixel or box
+    outside the image, NaN/Inf inputs (``forward_args``).
     """
 
     def __init__(self, model: nn.Module, target: int, region: Region = None, *, output: str = "logit"):
@@ -110,19 +113,12 @@ class RegionScore(nn.Module):
         if region is None:
             return None
         if isinstance(region, (np.ndarray, torch.Tensor)):
-            mask = torch.as_tensor(np.asarray(region) if isinstance(region, np.ndarray) else region).detach()
+            mask = binary_mask("RegionScore", "region", region)  # a probability map is refused, not thresholded
             if mask.dim() not in (2, 3):
                 raise ValueError(
                     "RegionScore: a region mask must have shape (H, W) or (B, H, W), "
                     f"found shape {tuple(mask.shape)}"
                 )
-            if mask.dtype != torch.bool:
-                if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
-                    raise ValueError(
-                        f"RegionScore: a region mask must be boolean (or 0/1), found dtype {mask.dtype} with "
-                        "values other than 0 and 1"
-                    )
-                mask = mask != 0
             pixels = mask.flatten(1).sum(1) if mask.dim() == 3 else mask.sum().reshape(1)
             empty = [i for i, count in enumerate(pixels.tolist()) if count == 0]
             if empty:
@@ -195,13 +191,15 @@ class RegionScore(nn.Module):
                 )
         return mask.float()
 
-    def forward_args(self, optical: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor]:
-        """Check the inputs and the region; return ``(region_mask (B, H, W),)`` for captum's
-        ``additional_forward_args`` (captum then expands it exactly like the inputs)."""
+    def forward_args(self, optical: torch.Tensor, sar: torch.Tensor, owner: str = "RegionScore") -> tuple[torch.Tensor]:
+        """Check the inputs (shapes, finite values) and the region; return ``(region_mask (B, H, W),)`` for
+        captum's ``additional_forward_args`` (captum then expands it exactly like the inputs). ``owner``
+        names the caller in messages."""
         for what, image in (("optical", optical), ("sar", sar)):
             if not isinstance(image, torch.Tensor) or image.dim() != 4:
                 found = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-                raise ValueError(f"RegionScore: {what} must be a tensor (B, C, H, W), found {found}")
+                raise ValueError(f"{owner}: {what} must be a tensor (B, C, H, W), found {found}")
+            check_finite(owner, what, image)
         if optical.shape[0] != sar.shape[0] or optical.shape[-2:] != sar.shape[-2:]:
             raise ValueError(
                 f"RegionScore: optical {tuple(optical.shape)} and sar {tuple(sar.shape)} need the same B, H, W"
@@ -239,8 +237,13 @@ class RegionScore(nn.Module):
 
 
 def explanation_inputs(model: nn.Module, optical: torch.Tensor, sar: torch.Tensor, target: int, region: Region,
-                       output: str, baseline, optical_clear, blur_sigma: float):
-    """What every captum call of ``edc_lab.explain`` starts from.
+                       output: str, baseline, optical_clear, blur_sigma: float, *,
+                       owner: str = "explanation_inputs", settings: dict | None = None):
+    """What every captum call of ``edc_lab.explain`` starts from, after every check.
+
+    Checks (``edc_lab.explain.checks``; one ``ValueError`` naming ``owner`` and the argument):
+    the numeric ``settings`` (``n_steps``, ``n_samples``, ...) and ``blur_sigma``, the target
+    and region (``RegionScore``), the input shapes, finite inputs, optical_clear and baselines.
 
     Returns ``(score_fn, region_args, inputs, baselines)``: the ``RegionScore``, its
     ``additional_forward_args``, the detached ``(optical, sar)`` and the baseline pair
@@ -248,8 +251,12 @@ def explanation_inputs(model: nn.Module, optical: torch.Tensor, sar: torch.Tenso
     """
     from edc_lab.explain.baselines import make_baselines
 
+    check_settings(owner, blur_sigma=blur_sigma, **(settings or {}))
     score_fn = RegionScore(model, target, region, output=output)
-    region_args = score_fn.forward_args(optical, sar)
+    region_args = score_fn.forward_args(optical, sar, owner)
     inputs = (optical.detach(), sar.detach())
+    check_finite(owner, "optical_clear", optical_clear)
     baselines = make_baselines(baseline, inputs[0], inputs[1], optical_clear, sigma=blur_sigma)
+    for what, image in zip(("optical baseline", "sar baseline"), baselines):
+        check_finite(owner, what, image)
     return score_fn, region_args, inputs, baselines

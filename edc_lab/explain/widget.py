@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
+from edc_lab.explain.checks import binary_mask
 from edc_lab.explain.groups import modality_shares
 from edc_lab.explain.pixels import PIXEL_METHODS, pixel_attributions
 from edc_lab.explain.plots import plot_attribution_maps, plot_modality_shares
@@ -35,7 +36,7 @@ def region_for(choice: str, cloud_mask: torch.Tensor, pixel: tuple[int, int] = (
     """The region of ``RegionScore`` for a control value.
 
     ``choice``: ``"all"`` -> ``None`` (every pixel); ``"cloudy"`` / ``"clear"`` -> the boolean mask
-    ``(H, W)`` of the cloudy / clear pixels of ``cloud_mask (H, W)``; ``"pixel"`` -> ``pixel``
+    ``(H, W)`` of the cloudy / clear pixels of ``cloud_mask (H, W)`` (boolean or 0/1); ``"pixel"`` -> ``pixel``
     ``(row, col)``. An empty cloudy or clear region raises ``ValueError`` (nothing to explain).
     """
     if choice not in REGION_CHOICES:
@@ -44,7 +45,7 @@ def region_for(choice: str, cloud_mask: torch.Tensor, pixel: tuple[int, int] = (
         return None
     if choice == "pixel":
         return tuple(int(v) for v in pixel)
-    cloudy = torch.as_tensor(cloud_mask) != 0
+    cloudy = binary_mask("region_for", "cloud_mask", cloud_mask)
     region = cloudy if choice == "cloudy" else ~cloudy
     if not region.any():
         raise ValueError(f"region {choice!r}: this scene has no {choice} pixel (cloud cover {cloudy.float().mean():.2f})")
