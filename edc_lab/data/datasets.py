@@ -23,7 +23,7 @@ choice; the paper trains on M3M-CR and WHU-OPT-SAR.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -46,6 +46,7 @@ def build_dataset(
     sar_channels: int = 2,
     transforms: Callable[[dict], dict] | None = None,
     family: str = "default",
+    clouds: Mapping[str, Any] | None = None,
 ) -> torch.utils.data.Dataset:
     """A torch Dataset of sample dicts for ``name`` (see the module docstring).
 
@@ -61,6 +62,9 @@ def build_dataset(
         sar_channels: synthetic SAR channels (1 or 2).
         transforms: callable on the sample dict (replaces the default M3M-CR crop).
         family: synthetic scene family, "default" or "context" (see :mod:`edc_lab.data.synthetic`).
+        clouds: synthetic clouds' options (``thickness``, ``thin_fraction``, ``haze``, ``shadows``), e.g.
+            ``cloud_model("opaque")`` (:func:`edc_lab.data.clouds.cloud_model`); None: the realistic defaults.
+            Synthetic scenes only (M3M-CR has real clouds; WHU-OPT-SAR's synthesised clouds keep their defaults).
 
     Returns:
         Dataset with ``num_classes``, ``class_names`` and ``in_sar``.
@@ -72,7 +76,7 @@ def build_dataset(
             raise ValueError(f"build_dataset: expected split in {sorted(SPLIT_SEED_OFFSET)}, found {split!r}")
         dataset = SyntheticScenes(
             count, size=size, seed=seed + SPLIT_SEED_OFFSET[split], cloud_cover=cloud_cover,
-            sar_channels=sar_channels, transforms=transforms, family=family,
+            sar_channels=sar_channels, transforms=transforms, family=family, **dict(clouds or {}),
         )
         if not hasattr(dataset, "in_sar"):
             dataset.in_sar = sar_channels
@@ -83,6 +87,9 @@ def build_dataset(
     if family != "default":
         raise ValueError(f"build_dataset({name!r}): family={family!r} concerns synthetic scenes only; "
                          "expected family='default' for a real dataset")
+    if clouds:
+        raise ValueError(f"build_dataset({name!r}): clouds={dict(clouds)!r} concern synthetic scenes only; "
+                         "expected clouds=None for a real dataset")
     if root is None:
         raise DataError(f"build_dataset({name!r}): expected root=<folder with the dataset>, found None")
 

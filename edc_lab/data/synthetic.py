@@ -100,7 +100,7 @@ import torch
 import xarray as xr
 from affine import Affine
 
-from edc_lab.data.clouds import DEFAULT_HAZE, DEFAULT_THICKNESS, add_clouds, unit_range
+from edc_lab.data.clouds import DEFAULT_HAZE, DEFAULT_THICKNESS, DEFAULT_THIN_FRACTION, add_clouds, unit_range
 from edc_lab.data.sample import OPTICAL_BANDS, WHU_CLASSES, WHU_COLORS, make_sample
 
 # Class indices (WHU-OPT-SAR order).
@@ -468,6 +468,7 @@ def scene_arrays(
     sar_channels: int = 2,
     haze: float | tuple[float, float] = DEFAULT_HAZE,
     family: str = "default",
+    thin_fraction: float = DEFAULT_THIN_FRACTION,
 ) -> SceneArrays:
     """Draw one synthetic scene as plain arrays (the single generator behind
     :func:`synthetic_scene` and :class:`SyntheticScenes`). Arguments as
@@ -521,7 +522,8 @@ def scene_arrays(
         sar[index] /= high - low
 
     cloud_seed = int(rng.integers(0, 2**31 - 1))
-    clouds = add_clouds(optical_clear, cloud_cover, cloud_seed, thickness=thickness, shadows=shadows, haze=haze)
+    clouds = add_clouds(optical_clear, cloud_cover, cloud_seed, thickness=thickness, shadows=shadows, haze=haze,
+                        thin_fraction=thin_fraction)
     return SceneArrays(
         optical=clouds.cloudy,
         optical_clear=optical_clear,
@@ -544,6 +546,7 @@ def synthetic_scene(
     sar_channels: int = 2,
     haze: float | tuple[float, float] = DEFAULT_HAZE,
     family: str = "default",
+    thin_fraction: float = DEFAULT_THIN_FRACTION,
 ) -> xr.Dataset:
     """One synthetic cloudy optical–SAR scene as the canonical ``xarray.Dataset``.
 
@@ -560,6 +563,10 @@ def synthetic_scene(
             scene (default (0.0, 0.8)); see :func:`edc_lab.data.clouds.add_clouds`.
         family: "default", or "context" for the family whose spectra carry a per-scene
             shift (see the module docstring).
+        thin_fraction: fraction of the cloudy pixels that are thin (default 0.8); the named
+            cloud models of :func:`edc_lab.data.clouds.cloud_model` (``"realistic"``,
+            ``"opaque"``) set it with the other cloud options:
+            ``synthetic_scene(3, **cloud_model("opaque"))``.
 
     Returns:
         Dataset with ``optical`` (4, S, S), ``optical_clear``, ``sar`` (Cs, S, S),
@@ -569,7 +576,7 @@ def synthetic_scene(
     """
     arrays = scene_arrays(
         seed, size, cloud_cover, thickness=thickness, shadows=shadows, sar_channels=sar_channels, haze=haze,
-        family=family,
+        family=family, thin_fraction=thin_fraction,
     )
     return make_sample(
         arrays.optical,
@@ -613,7 +620,8 @@ class SyntheticScenes(torch.utils.data.Dataset):
         sar_channels: 2 (VV, VH) or 1 (VV).
         transforms: a callable on the sample dict (e.g. :mod:`edc_lab.data.transforms`);
             random transforms draw from their own generator or torch's global RNG.
-        thickness, shadows, haze, family: as :func:`synthetic_scene`.
+        thickness, shadows, haze, family, thin_fraction: as :func:`synthetic_scene`
+            (``**cloud_model("opaque")`` gives a named cloud model's four options).
 
     Items are dicts as :func:`edc_lab.data.sample.to_torch` makes them:
     ``optical`` / ``optical_clear`` (4, S, S) float32, ``sar`` (Cs, S, S)
@@ -639,12 +647,15 @@ class SyntheticScenes(torch.utils.data.Dataset):
         shadows: bool = True,
         haze: float | tuple[float, float] = DEFAULT_HAZE,
         family: str = "default",
+        thin_fraction: float = DEFAULT_THIN_FRACTION,
     ):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"SyntheticScenes: expected a non-negative integer n, found {n!r}")
         _check_arguments(seed, size, sar_channels, family)
         unit_range("thickness", thickness, owner="SyntheticScenes")
         unit_range("haze", haze, owner="SyntheticScenes")
+        if not (isinstance(thin_fraction, (int, float)) and 0.0 <= thin_fraction <= 1.0):
+            raise ValueError(f"SyntheticScenes: expected thin_fraction in [0, 1], found {thin_fraction!r}")
         if isinstance(cloud_cover, (tuple, list)):
             if len(cloud_cover) != 2 or not 0.0 <= cloud_cover[0] <= cloud_cover[1] <= 1.0:
                 raise ValueError(
@@ -658,7 +669,8 @@ class SyntheticScenes(torch.utils.data.Dataset):
         self.n, self.size, self.seed = int(n), int(size), int(seed)
         self.sar_channels = self.in_sar = int(sar_channels)
         self.transforms = transforms
-        self.cloud_options = dict(thickness=thickness, shadows=bool(shadows), haze=haze, family=family)
+        self.cloud_options = dict(thickness=thickness, shadows=bool(shadows), haze=haze, family=family,
+                                  thin_fraction=float(thin_fraction))
 
     def __len__(self) -> int:
         return self.n

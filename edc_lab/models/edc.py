@@ -37,9 +37,15 @@ from torch import nn
 
 from edc_lab.models.contract import check_inputs, model_output
 from edc_lab.models.encoder import TriStreamEncoder
+from edc_lab.models.grid import pool_to_map
 from edc_lab.models.heads import CloudRemovalHead, SegmentationHead
 
-__all__ = ["EDCConfig", "EDC", "EDC_CONFIGS"]
+__all__ = ["EDCConfig", "EDC", "EDC_CONFIGS", "RELIABILITY_SOURCES", "CONSTANT_RELIABILITY"]
+
+#: where DCHF's reliability R comes from (``EDCConfig.reliability``)
+RELIABILITY_SOURCES: tuple[str, ...] = ("learnt", "constant", "oracle")
+#: R of the ``"constant"`` arm: every pixel half reliable, so nothing tells clouds from ground
+CONSTANT_RELIABILITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,12 @@ class EDCConfig:
         discrepancy: ``"free"`` (the paper's learnt 1x1 convolution) or ``"monotone"``
             (its channel weights kept non-negative, so D cannot invert; ours, see
             ``edc_lab.models.discrepancy.DiscrepancyMap``).
+        reliability: where DCHF's ``R`` comes from (the experiment's arms, ours):
+            ``"learnt"`` (``R = 1 - D``, the paper's), ``"constant"`` (``R = 0.5`` everywhere:
+            DCHF without conditioning) or ``"oracle"`` (``R = 1 -`` the true cloud mask pooled to
+            each stage's grid; the model then needs ``cloud_mask`` in ``forward``). The three
+            build the same modules, so their parameter counts are equal; with ``"constant"``
+            and ``"oracle"`` the discrepancy heads are built but unused (``D = 1 - R``).
         fusion_heads: heads of DCHF's attention among carrier cells.
         fusion_cells: DCHF carrier-cell size (pixels) at stages 1-4.
         fpn_dim: width of the segmentation FPN.
@@ -76,6 +88,7 @@ class EDCConfig:
     attention: str = "carrier"
     fusion: str = "dchf"
     discrepancy: str = "free"
+    reliability: str = "learnt"
     fusion_heads: int = 1
     fusion_cells: tuple[int, ...] = (8, 4, 2, 1)
     fpn_dim: int = 64
@@ -105,6 +118,10 @@ class EDCConfig:
             raise ValueError(f"EDCConfig: fusion must be 'dchf' or 'sum', found {self.fusion!r}")
         if self.discrepancy not in ("free", "monotone"):
             raise ValueError(f"EDCConfig: discrepancy must be 'free' or 'monotone', found {self.discrepancy!r}")
+        if self.reliability not in RELIABILITY_SOURCES:
+            raise ValueError(f"EDCConfig: reliability must be one of {RELIABILITY_SOURCES}, found {self.reliability!r}")
+        if self.reliability != "learnt" and self.fusion != "dchf":
+            raise ValueError(f"EDCConfig: reliability={self.reliability!r} conditions DCHF; fusion={self.fusion!r} has none")
         if min(self.fusion_cells) < 1 or min(self.windows) < 1:
             raise ValueError(f"EDCConfig: windows and fusion_cells must be >= 1")
         if any(width % self.fusion_heads for width in self.widths):
@@ -148,10 +165,11 @@ class EDC(nn.Module):
         config: sizes (``EDCConfig``).
         name: used in error messages.
 
-    ``forward(optical (B, C_o, H, W), sar (B, C_s, H, W))`` -> the dict of
+    ``forward(optical (B, C_o, H, W), sar (B, C_s, H, W), cloud_mask=None)`` -> the dict of
     ``edc_lab.models.contract``: ``logits (B, K, H, W)``, ``cloudfree (B, C_o, H, W)``
     or None, ``discrepancy``/``reliability`` (4 maps ``(B, 1, H_k, W_k)``; empty with
     ``fusion="sum"``), ``gates`` (4 dicts), ``features`` (the FPN maps ``P_1..P_4``).
+    ``cloud_mask (B, H, W)`` is read only by the ``reliability="oracle"`` arm (``needs_cloud_mask``).
     """
 
     def __init__(self, in_optical: int, in_sar: int, num_classes: int, config: EDCConfig, name: str = "edc"):
@@ -187,9 +205,35 @@ class EDC(nn.Module):
     def has_cloud_removal(self) -> bool:
         return self.cloud_removal_head is not None
 
-    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> dict:
+    @property
+    def needs_cloud_mask(self) -> bool:
+        """True for the ``reliability="oracle"`` arm: ``forward`` then needs ``cloud_mask``."""
+        return self.config.reliability == "oracle"
+
+    def stage_reliability(self, cloud_mask: torch.Tensor | None):
+        """The ``R`` override of the ``"constant"`` and ``"oracle"`` arms, or None (``R = 1 - D``).
+
+        Returns a function ``(stage, features (B, C, h, w)) -> R (B, 1, h, w)``: 0.5 everywhere,
+        or ``1 -`` the cloudy fraction of each cell of the stage's grid (``pool_to_map``).
+        """
+        source = self.config.reliability
+        if source == "learnt":
+            return None
+        if source == "constant":
+            return lambda stage, features: torch.full(
+                (features.shape[0], 1, *features.shape[-2:]), CONSTANT_RELIABILITY,
+                dtype=features.dtype, device=features.device)
+        if cloud_mask is None:
+            raise ValueError(f"{self.name}: reliability='oracle' reads the true cloud mask: call "
+                             "model(optical, sar, cloud_mask=mask) with mask (B, H, W) in {0, 1}")
+        return lambda stage, features: (1.0 - pool_to_map(cloud_mask, features.shape[-2:])).to(features.dtype)
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor, cloud_mask: torch.Tensor | None = None) -> dict:
         check_inputs(self.name, optical, sar, self.in_optical, self.in_sar)
-        encoded = self.encoder(optical, sar)
+        if cloud_mask is not None and tuple(cloud_mask.shape[-2:]) != tuple(optical.shape[-2:]):
+            raise ValueError(f"{self.name}: cloud_mask {tuple(cloud_mask.shape)} must cover the optical image "
+                             f"{tuple(optical.shape[-2:])}")
+        encoded = self.encoder(optical, sar, reliability=self.stage_reliability(cloud_mask))
         logits, pyramid = self.segmentation_head(encoded["cross"], optical.shape[-2:])
         cloudfree = None
         if self.cloud_removal_head is not None:

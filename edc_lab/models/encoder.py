@@ -272,7 +272,9 @@ class TriStreamEncoder(nn.Module):
         else:
             self.fusions = nn.ModuleList(PlainSumFusion(width) for width in widths)
 
-    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> dict[str, list]:
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor, reliability=None) -> dict[str, list]:
+        """``reliability``: None (each DCHF computes ``R = 1 - D``) or a function
+        ``(stage, O_k) -> R_k (B, 1, H_k, W_k)`` that overrides it (``EDC.stage_reliability``)."""
         outputs: dict[str, list] = {"optical": [], "sar": [], "cross": [], "fusion_info": []}
         optical_features = self.optical_stem(optical)
         sar_features = self.sar_stem(sar)
@@ -283,8 +285,9 @@ class TriStreamEncoder(nn.Module):
             if cross_features is not None:
                 cross_features = self.cross_stream.run_stage(stage, cross_features)
             # (O_k, S_k, X_k) = DCHF_k(O_k, S_k, X_k); X_1 is born here from O_1 and S_1.
+            override = {} if reliability is None else {"reliability": reliability(stage, optical_features)}
             optical_features, sar_features, cross_features, info = self.fusions[stage](
-                optical_features, sar_features, cross_features
+                optical_features, sar_features, cross_features, **override
             )
             outputs["optical"].append(optical_features)
             outputs["sar"].append(sar_features)

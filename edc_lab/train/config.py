@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edc_lab.data.text import read_text_file
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -55,6 +57,10 @@ class TrainConfig:
     val_split: str | None = None  # None: "val" for synthetic scenes, "test" for real datasets
     cloud_cover: tuple = (0.2, 0.8)  # cloud cover range of the synthetic / WHU clouds
     scene_family: str = "default"  # synthetic scenes: "default" | "context" (edc_lab.data.synthetic)
+    # synthetic clouds: a named cloud model ("realistic" | "opaque", edc_lab.data.cloud_models) and
+    # overrides of its options {thickness, thin_fraction, haze, shadows}; synthetic scenes only
+    cloud_model: str = "realistic"
+    cloud_options: dict = field(default_factory=dict)
     augment: bool = True  # random flips and 90° rotations, seeded by (seed, step)
 
     # optimisation: AdamW, linear warm-up, cosine decay to min_lr_ratio * lr
@@ -124,6 +130,10 @@ class TrainConfig:
         low, high = self.cloud_cover
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"cloud_cover: expected (low, high) with 0 <= low <= high <= 1, found {self.cloud_cover!r}")
+        self.clouds()  # a ValueError naming the cloud option
+        if self.data != "synthetic" and (self.cloud_model != "realistic" or self.cloud_options):
+            raise ValueError(f"cloud_model/cloud_options concern synthetic scenes only, found data={self.data!r} "
+                             f"with cloud_model={self.cloud_model!r}, cloud_options={self.cloud_options!r}")
         import torch
 
         from edc_lab.models.registry import MODEL_NAMES
@@ -147,10 +157,21 @@ class TrainConfig:
             )
         return self
 
+    def clouds(self) -> dict:
+        """The synthetic clouds' ``add_clouds`` options: ``cloud_model`` with ``cloud_options`` applied."""
+        from edc_lab.data.cloud_models import cloud_model
+
+        try:
+            return cloud_model(self.cloud_model, **self.cloud_options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"cloud_model / cloud_options: {error}") from None
+
     def to_dict(self) -> dict:
         """Plain dict (lists instead of tuples): JSON- and ``weights_only``-safe."""
         values = dataclasses.asdict(self)
         values["cloud_cover"] = [float(v) for v in self.cloud_cover]
+        values["cloud_options"] = {key: list(value) if isinstance(value, tuple) else value
+                                   for key, value in self.cloud_options.items()}
         return values
 
 
@@ -257,13 +278,16 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read the settings of a TOML file (flat keys or a ``[train]`` table)."""
+    """Read the settings of a TOML file (flat keys or a ``[train]`` table).
+
+    The text is read with :func:`edc_lab.data.text.read_text_file` (UTF-8, a leading
+    byte-order mark dropped): a missing file, a folder or another encoding is one
+    ``DataError`` (a ``ValueError``) naming the file and the first bad byte.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: expected a TOML config file, found no such file")
+    text = read_text_file(path, "a TOML config file")
     try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: expected valid TOML, found a syntax error: {error}") from None
     values = document.get("train", document)
