@@ -42,14 +42,15 @@ class PairedInterval:
     p_value: float
     confidence: float
 
-    def text(self, scale: float = 1.0, digits: int = 1) -> str:
-        """``+1.2 [+0.3, +2.1]`` (``scale`` multiplies, e.g. 100 for percentage points)."""
+    def text(self, scale: float = 1.0, digits: int = 1, signed: bool = True) -> str:
+        """``+1.2 [+0.3, +2.1]`` (``scale`` multiplies, e.g. 100 for percentage points; ``signed=False``
+        for a level rather than a difference: ``71.2 [70.3, 72.1]``)."""
         if self.n == 0:
             return "–"
+        form = f"{'+' if signed else ''}.{digits}f"
         if self.n < 2:
-            return f"{scale * self.mean:+.{digits}f}"
-        return (f"{scale * self.mean:+.{digits}f} [{scale * self.low:+.{digits}f}, "
-                f"{scale * self.high:+.{digits}f}]")
+            return f"{scale * self.mean:{form}}"
+        return f"{scale * self.mean:{form}} [{scale * self.low:{form}}, {scale * self.high:{form}}]"
 
 
 def _pairs(first: Sequence[float], second: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edc_lab.models.contract import check_inputs, model_output
+from edc_lab.models.contract import check_inputs, model_output, parameter_dtype
 from edc_lab.models.edc import EDCConfig
 from edc_lab.models.encoder import SingleStreamEncoder
 from edc_lab.models.heads import CloudRemovalHead, SegmentationHead
@@ -103,7 +103,8 @@ class SingleStreamModel(nn.Module):
 
     def forward(self, optical: torch.Tensor | None, sar: torch.Tensor | None) -> dict:
         use_optical, use_sar = self.reads in ("optical", "early"), self.reads in ("sar", "early")
-        check_inputs(self.name, optical, sar, self.in_optical, self.in_sar, use_optical=use_optical, use_sar=use_sar)
+        check_inputs(self.name, optical, sar, self.in_optical, self.in_sar, use_optical=use_optical, use_sar=use_sar,
+                     dtype=parameter_dtype(self))
         image = {"optical": optical, "sar": sar}.get(self.reads)
         if self.reads == "early":
             image = torch.cat([optical, sar], dim=1)  # (B, C_o + C_s, H, W)

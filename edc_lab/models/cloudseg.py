@@ -102,7 +102,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
-from edc_lab.models.contract import check_inputs, model_output
+from edc_lab.models.contract import check_inputs, model_output, parameter_dtype
 from edc_lab.models.heads import resize_to
 
 __all__ = [
@@ -518,7 +518,7 @@ class CloudSegRef(nn.Module):
         return streams
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> dict:
-        check_inputs(self.name, optical, sar, self.in_optical, self.in_sar)
+        check_inputs(self.name, optical, sar, self.in_optical, self.in_sar, dtype=parameter_dtype(self))
         size = optical.shape[-2:]
         streams = self.encode(optical, sar)
         segmentation, decoded = self.segmentation_decoder(streams["cross"], size)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from edc_lab.models.contract import check_inputs, model_output
+from edc_lab.models.contract import check_inputs, model_output, parameter_dtype
 from edc_lab.models.encoder import TriStreamEncoder
 from edc_lab.models.grid import pool_to_map
 from edc_lab.models.heads import CloudRemovalHead, SegmentationHead
@@ -229,7 +229,7 @@ class EDC(nn.Module):
         return lambda stage, features: (1.0 - pool_to_map(cloud_mask, features.shape[-2:])).to(features.dtype)
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor, cloud_mask: torch.Tensor | None = None) -> dict:
-        check_inputs(self.name, optical, sar, self.in_optical, self.in_sar)
+        check_inputs(self.name, optical, sar, self.in_optical, self.in_sar, dtype=parameter_dtype(self))
         if cloud_mask is not None and tuple(cloud_mask.shape[-2:]) != tuple(optical.shape[-2:]):
             raise ValueError(f"{self.name}: cloud_mask {tuple(cloud_mask.shape)} must cover the optical image "
                              f"{tuple(optical.shape[-2:])}")

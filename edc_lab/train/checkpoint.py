@@ -33,7 +33,10 @@ Three habits make it robust (our choices, standard practice):
   deletes such leftovers;
 * **finite weights**: the training loop never writes weights holding NaN or
   Inf (:func:`non_finite_entries`), so the last checkpoint is always one to go
-  back to;
+  back to; and every load (:func:`load_checkpoint`: ``predict``, ``evaluate``,
+  the teacher of a student; ``train --resume``) refuses such weights from
+  elsewhere (:func:`check_finite_weights`) instead of turning them into a
+  normal-looking map, a table of NaN or a NaN distillation signal;
 * **safe load**: ``torch.load(weights_only=True)`` refuses arbitrary pickled
   objects, so a checkpoint from the internet cannot run code. That is why every
   entry above is a tensor, number, string, list or dict — the NumPy and Python
@@ -208,6 +211,41 @@ def non_finite_entries(state_dict: dict[str, Any]) -> list[str]:
     return [name for (name, _), ok in zip(named, finite) if not ok]
 
 
+def _non_finite_counts(tensor: torch.Tensor) -> str:
+    """``"3 NaN and 1 Inf of 216 values"`` for one tensor."""
+    nan = int(torch.isnan(tensor).sum())
+    inf = int(torch.isinf(tensor).sum())
+    return f"{nan} NaN and {inf} Inf of {tensor.numel()} values"
+
+
+def check_finite_weights(path: str | Path, state_dict: Any, action: str = "") -> None:
+    """Raise :class:`CheckpointError` unless ``state_dict`` is a dict whose float tensors are all finite.
+
+    Weights holding NaN or Inf do not fail loudly: ``predict`` writes a normal-looking
+    map (argmax of NaN is class 0), ``evaluate`` a table of NaN, and a student
+    distilling from such a teacher stops at its first loss, blaming the learning
+    rate. So every load checks, before a model is built: the message names the
+    file, the first (at most three) non-finite tensors with their NaN / Inf
+    counts, and how many tensors are affected. ``action`` prefixes the finding
+    (``"cannot resume: "``).
+    """
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(
+            f"{path}: {action}expected 'model' to be a state_dict (a dict of tensors), "
+            f"found {type(state_dict).__name__}"
+        )
+    broken = non_finite_entries(state_dict)
+    if not broken:
+        return
+    floats = sum(1 for value in state_dict.values() if torch.is_tensor(value) and value.is_floating_point())
+    named = "; ".join(f"{name}: {_non_finite_counts(state_dict[name])}" for name in broken[:3])
+    raise CheckpointError(
+        f"{path}: {action}the weights are not finite ({named}{'; ...' if len(broken) > 3 else ''}): "
+        f"{len(broken)} of {floats} floating-point tensors hold NaN or Inf, expected none; "
+        f"go back to an earlier checkpoint or train again"
+    )
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The bare model inside a DistributedDataParallel (or compiled) wrapper."""
     while hasattr(model, "module") and isinstance(getattr(model, "module"), torch.nn.Module):
@@ -220,6 +258,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Returns ``(model, meta)`` where ``meta`` is the checkpoint dict without the
     large state dicts (``config``, ``data``, ``step``, ``history``, ``build_args``...).
+
+    Checked before the model is built, so a bad file allocates nothing beyond
+    what ``torch.load`` read: ``build_args`` (a dict with a model name, which
+    ``build_model`` checks field by field and refuses when it describes more
+    than ``MAX_PARAMETERS`` parameters) and finite weights
+    (:func:`check_finite_weights`).
     """
     from edc_lab.models import build_model
 
@@ -228,6 +272,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(build_args, dict) or not isinstance(build_args.get("name"), str):
         found = f"keys {sorted(build_args)}" if isinstance(build_args, dict) else type(build_args).__name__
         raise CheckpointError(f"{path}: expected 'build_args' to be a dict with a model 'name', found {found}")
+    check_finite_weights(path, payload["model"])
     try:
         model = build_model(**build_args)
     except (TypeError, ValueError) as error:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edc_lab.data.cloud_models import CLOUD_MODELS
 from edc_lab.train.config import AMP_MODES, DATASETS, PROFILES, STAGES
 
 
@@ -41,6 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-count", type=int, help="synthetic validation scenes")
     parser.add_argument("--val-split", help="validation split (default: val for synthetic, test for real data)")
     parser.add_argument("--cloud-cover", type=float, nargs=2, metavar=("LOW", "HIGH"), help="cloud cover range")
+    parser.add_argument("--scene-family", choices=("default", "context"), help="synthetic scene family")
+    parser.add_argument("--cloud-model", choices=tuple(CLOUD_MODELS),
+                        help="synthetic clouds: realistic (default: thin and thick, haze) or opaque (thick, no haze)")
+    parser.add_argument("--cloud-thickness", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="opacity range of the cloud cores (overrides the cloud model)")
+    parser.add_argument("--cloud-thin-fraction", type=float, metavar="F",
+                        help="share of the cloudy pixels that are thin (overrides the cloud model)")
+    parser.add_argument("--cloud-haze", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="opacity range of the haze veil (overrides the cloud model)")
+    parser.add_argument("--cloud-shadows", action=argparse.BooleanOptionalAction, default=None,
+                        help="cloud shadows on clear ground (overrides the cloud model)")
     parser.add_argument("--lambda-cr", type=float, help="weight of the cloud-removal loss")
     parser.add_argument("--lambda-kd", type=float, help="weight of the feature distillation loss")
     parser.add_argument("--lambda-kl", type=float, help="weight of the logit (KL) distillation loss")
@@ -67,6 +79,15 @@ def config_from_args(args: argparse.Namespace):
         "progress", "augment",
     )
     overrides = {name: getattr(args, name, None) for name in names}
+    overrides["scene_family"] = getattr(args, "scene_family", None)
+    overrides["cloud_model"] = getattr(args, "cloud_model", None)
+    flags = {"thickness": getattr(args, "cloud_thickness", None), "thin_fraction": getattr(args, "cloud_thin_fraction", None),
+             "haze": getattr(args, "cloud_haze", None), "shadows": getattr(args, "cloud_shadows", None)}
+    flags = {key: tuple(value) if isinstance(value, list) else value for key, value in flags.items() if value is not None}
+    if flags:  # the flags override single options of the TOML file's cloud_options, not the whole table
+        from edc_lab.train.config import load_toml
+
+        overrides["cloud_options"] = {**(load_toml(args.config).get("cloud_options", {}) if args.config else {}), **flags}
     return make_config(profile=args.profile, toml=args.config, **overrides)
 
 

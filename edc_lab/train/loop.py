@@ -64,6 +64,7 @@ from edc_lab.models.discrepancy import cloud_bce
 from edc_lab.train import distributed
 from edc_lab.train.checkpoint import (
     CheckpointError,
+    check_finite_weights,
     is_weights_only,
     load_checkpoint,
     non_finite_entries,
@@ -278,6 +279,21 @@ def model_inputs(batch: dict, inputs: str) -> tuple[torch.Tensor, torch.Tensor]:
     return batch["optical"], batch["sar"]
 
 
+def forward(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tensor, batch: dict, inputs: str,
+            reads_mask: bool | None = None) -> dict:
+    """``model(optical, sar)``, with the cloud mask for a model that reads it (the ``"oracle"`` arm of
+    ``EDCConfig.reliability``): the batch's mask on cloudy inputs, an empty one on cloud-free inputs.
+
+    ``reads_mask`` defaults to ``model.needs_cloud_mask``; pass it for a wrapped (DDP) model.
+    """
+    if reads_mask is None:
+        reads_mask = bool(getattr(model, "needs_cloud_mask", False))
+    if not reads_mask:
+        return model(optical, sar)
+    mask = batch["cloud_mask"] if inputs == "cloudy" else torch.zeros_like(batch["cloud_mask"])
+    return model(optical, sar, cloud_mask=mask)
+
+
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(
@@ -347,7 +363,7 @@ def evaluate(
         batch = to_device(batch, device)
         optical, sar = model_inputs(batch, inputs)
         with autocast:
-            outputs = model(optical, sar)
+            outputs = forward(model, optical, sar, batch, inputs)
         logits = outputs["logits"].float()
         if segmentation is None:
             segmentation = SegmentationMeter(num_classes or logits.shape[1])
@@ -426,8 +442,11 @@ def cloud_cover_sweep(
     batch_size: int = 8,
     device: torch.device | str | None = None,
     family: str = "default",
+    clouds: dict | None = None,
 ) -> list[dict]:
     """mIoU of a model on synthetic test scenes (of scene ``family``) as the cloud cover grows.
+
+    ``clouds``: the clouds' options (``edc_lab.data.cloud_models.cloud_model``); None: realistic.
 
     The same ``count`` test-split scenes (land cover, spectra, SAR) are drawn at
     every cover, only the clouds change, so the curve shows the effect of
@@ -439,7 +458,7 @@ def cloud_cover_sweep(
     rows = []
     for cover in covers:
         scenes = build_dataset("synthetic", split="test", size=size, count=count, seed=seed,
-                               cloud_cover=float(cover), sar_channels=sar_channels, family=family)
+                               cloud_cover=float(cover), sar_channels=sar_channels, family=family, clouds=clouds)
         metrics = evaluate(model, scenes, inputs=inputs, batch_size=batch_size, device=device)
         rows.append({"cloud_cover": float(cover),
                      **{key: metrics[key] for key in ("miou", "miou_cloudy", "miou_clear", "oa", "auroc")}})
@@ -469,6 +488,7 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     common = dict(root=config.root, size=config.size, cloud_cover=tuple(config.cloud_cover), seed=config.data_seed)
     if config.data == "synthetic":
         common["family"] = config.scene_family
+        common["clouds"] = config.clouds()
     elif config.scene_family != "default":
         raise ValueError(f"scene_family={config.scene_family!r} concerns synthetic scenes only, found data={config.data!r}")
     # training crops come from augment_batch (seeded by the step), not from the reader's global RNG
@@ -501,8 +521,15 @@ def dataset_info(dataset: Dataset, config: TrainConfig) -> dict:
 
 
 def load_teacher(config: TrainConfig, device: torch.device, student_args: dict) -> torch.nn.Module:
-    """The frozen teacher: loaded from its checkpoint, eval mode, no gradients."""
-    teacher, meta = load_checkpoint(config.teacher, map_location=device)
+    """The frozen teacher: loaded from its checkpoint, eval mode, no gradients.
+
+    A bad teacher file is named as such (``--teacher``): its NaN weights would
+    otherwise surface as the student's first non-finite loss.
+    """
+    try:
+        teacher, meta = load_checkpoint(config.teacher, map_location=device)
+    except CheckpointError as error:
+        raise CheckpointError(f"--teacher {error}") from None
     for key in ("num_classes", "in_sar", "in_optical"):
         if key in student_args and teacher.build_args.get(key) != student_args[key]:
             raise ValueError(
@@ -655,6 +682,7 @@ def _train(config: TrainConfig, context: distributed.DistributedContext, callbac
 
     # 4. the steps
     inputs = "clear" if config.stage == "teacher" else "cloudy"
+    model_reads_mask = bool(getattr(model, "needs_cloud_mask", False))  # the "oracle" arm
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     last_good = start_step if checkpoint_path.exists() else None
     labelled_seen = 0.0
@@ -669,11 +697,11 @@ def _train(config: TrainConfig, context: distributed.DistributedContext, callbac
 
         # forward: the student (and the frozen teacher on the cloud-free image)
         with autocast:
-            outputs = wrapped(optical, sar)
+            outputs = forward(wrapped, optical, sar, batch, inputs, reads_mask=model_reads_mask)
             teacher_outputs = None
             if teacher is not None:
                 with torch.no_grad():
-                    teacher_outputs = teacher(batch["optical_clear"], batch["sar"])
+                    teacher_outputs = forward(teacher, batch["optical_clear"], batch["sar"], batch, "clear")
             loss, terms = compute_losses(outputs, batch, config, has_cloud_removal, teacher_outputs)
 
         # one all_reduce: the loss terms (averaged over ranks) and the labelled pixels (summed)
@@ -771,23 +799,22 @@ def _restore(payload, model, optimizer, scheduler, scaler, path: Path, context) 
 
     A checkpoint whose weights hold NaN or Inf is refused. A weights-only export
     (:func:`~edc_lab.train.checkpoint.export_weights`: no optimiser state) is
-    resumed from its weights with a fresh AdamW and the schedule set to its
-    step, with a warning: that run is not bit-identical to an uninterrupted one.
+    resumed from its weights with a fresh AdamW, with a warning: that run is not
+    bit-identical to an uninterrupted one. Either way the learning rate of the
+    next step is then recomputed from this run's schedule (``steps``,
+    ``warmup_steps``, ``min_lr_ratio``, which may have changed and are what
+    config.json records); with an unchanged schedule it is the stored rate, bit
+    for bit. ``lr`` and ``weight_decay`` cannot change (:func:`_check_resumable`).
     """
     step = int(payload.get("step") or 0)
-    broken = non_finite_entries(payload["model"])
-    if broken:
-        raise CheckpointError(
-            f"{path}: cannot resume: the weights are not finite "
-            f"({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}); "
-            f"start again from an earlier checkpoint or from scratch"
-        )
+    check_finite_weights(path, payload["model"], action="cannot resume: ")
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as error:
         raise CheckpointError(
             f"{path}: cannot resume: the weights do not fit --model {payload['build_args']}: {error}"
         ) from None
+    position = step  # of the schedule: a weights-only export starts it at its step
     if is_weights_only(payload):
         if context.is_main:
             warnings.warn(
@@ -796,25 +823,54 @@ def _restore(payload, model, optimizer, scheduler, scaler, path: Path, context) 
                 f"bit-identical to an uninterrupted run",
                 stacklevel=3,
             )
-        scheduler.last_epoch = step - 1
-        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose here
-            warnings.simplefilter("ignore", UserWarning)
-            scheduler.step()
     else:
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
+        position = scheduler.last_epoch  # behind `step` by the updates fp16 skipped
+    # the next step's rate from this run's schedule (a full checkpoint holds the rate its old schedule set)
+    scheduler.last_epoch = position - 1
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose here
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
     if payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     return step
 
 
+#: settings a resumed run must share with its checkpoint: they define the run (the model, the data, the
+#: batches), or, for ``init_from_teacher``, they act only when a run starts, so a new value would be
+#: recorded in config.json without having been applied
+RESUME_FIXED = ("stage", "model", "model_overrides", "data", "size", "batch_size", "seed", "data_seed", "train_count",
+                "init_from_teacher", "scene_family", "cloud_cover", "cloud_model", "cloud_options")
+#: settings the optimiser state of a full checkpoint carries (AdamW's param groups, the schedule's
+#: base rates): resuming would run with the stored value while config.json records the new one. A
+#: weights-only export starts a fresh AdamW from the config, so there they may change
+OPTIMIZER_FIXED = ("lr", "weight_decay")
+
+
+def _plain(value):
+    """``value`` with tuples as lists (a stored config went through ``to_dict``, a new one may hold tuples)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
 def _check_resumable(payload: dict, config: TrainConfig, path: Path) -> None:
+    """Refuse to resume with a setting the resumed run could not honour (``RESUME_FIXED``, ``OPTIMIZER_FIXED``).
+
+    One run, one record: ``config.json`` is rewritten with this run's settings,
+    so each of them must be what the run really uses.
+    """
     stored = payload.get("config") or {}
-    for key in ("stage", "model", "data", "size", "batch_size", "seed", "data_seed", "train_count"):
-        if key in stored and stored[key] != getattr(config, key):
+    fixed = RESUME_FIXED + (() if is_weights_only(payload) else OPTIMIZER_FIXED)
+    for key in fixed:
+        if key in stored and _plain(stored[key]) != _plain(getattr(config, key)):
             raise ValueError(
                 f"{path}: cannot resume: the checkpoint was trained with {key}={stored[key]!r}, "
-                f"this run asks for {key}={getattr(config, key)!r}"
+                f"this run asks for {key}={getattr(config, key)!r}; expected the stored {key} (a resumed run "
+                f"cannot change it): give it again, or start a new run in another --out"
             )
     if int(payload.get("step") or 0) > config.steps:
         raise ValueError(f"{path}: cannot resume: the checkpoint is at step {payload['step']}, beyond steps={config.steps}")
