@@ -51,7 +51,7 @@ from edc_lab.models import model_config  # noqa: E402
 from edc_lab.models.geometry import format_geometry, stage_geometry  # noqa: E402
 from edc_lab.stats import equivalence_test, mean_interval, paired_interval  # noqa: E402
 from edc_lab.train import cloud_cover_sweep, evaluate, load_checkpoint, make_config, train  # noqa: E402
-from edc_lab.train.loop import CachedDataset  # noqa: E402
+from edc_lab.train.run_data import CachedDataset  # noqa: E402
 
 CLOUDS = "opaque"
 #: the training settings, fixed in the protocol
@@ -276,8 +276,8 @@ def report(args) -> str:
     slim = {arm: [{k: v for k, v in r.items() if k != "contamination"} | {"contamination": [
         {key: stage[key] for key in ("context", "tokens", "noise")} for stage in r.get("contamination", [])]}
         for r in found] for arm, found in results.items()}
-    out.with_suffix(".json").write_text(json.dumps({"settings": SETTINGS, "seeds": args.seeds, "results": slim},
-                                                   indent=1, default=float))
+    meta = [{"settings": SETTINGS, "seeds": args.seeds, "margin": MARGIN, "gate": GATE}]
+    out.with_suffix(".json").write_text(json.dumps({**slim, "_meta": meta}, indent=1, default=float))
     return table
 
 

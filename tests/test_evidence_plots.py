@@ -229,3 +229,37 @@ def test_paired_difference_plot_bars_and_error_bars(results):
         assert segments[:, :, 0].mean(axis=1) == pytest.approx(expected_mean)
     # pairs run top to bottom in the order given
     assert ax.yaxis_inverted()
+
+
+# ----------------------------------------------------------------------- intervals (DCHF experiment)
+def test_paired_intervals_are_scipy_t_intervals_of_the_per_seed_differences():
+    from scipy import stats
+
+    from edc_lab.viz.evidence import paired_intervals
+
+    runs = {name: [seed_entry(s, *values) for s, values in seeds.items()] for name, seeds in RUNS.items()}
+    interval = paired_intervals(runs, [("edc", "plain", "edc − plain")], key="miou_cloudy")["edc − plain"]
+    differences = 100 * (np.array([0.60, 0.66, 0.61]) - np.array([0.59, 0.60, 0.64]))
+    expected = stats.ttest_1samp(differences, 0).confidence_interval(0.95)
+    assert interval.n == 3 and interval.mean == pytest.approx(differences.mean())
+    assert (interval.low, interval.high) == pytest.approx((expected.low, expected.high))
+
+
+def test_interval_and_stage_plots_draw_one_errorbar_per_key_and_run():
+    from edc_lab.viz.evidence import plot_paired_intervals, plot_stage_values, stage_values
+
+    runs = {name: [seed_entry(s, *values) for s, values in seeds.items()] for name, seeds in RUNS.items()}
+    for name, scale in (("edc", 0.01), ("plain", 0.1)):
+        for entry in runs[name]:
+            entry["contamination"] = [{"noise": scale * (stage + 1) * (1 + 0.1 * entry["seed"])} for stage in range(4)]
+    ax = plot_paired_intervals(runs, [("edc", "plain", "edc − plain")], gate=2.0)
+    assert len(ax.containers) == 2 and ax.figure.dpi >= 100
+    assert any(line.get_linestyle() == "--" for line in ax.get_lines())  # the gate
+    values = stage_values(runs, "plain")
+    assert values.shape == (3, 4) and values[0, 3] == pytest.approx(0.4)
+    ax = plot_stage_values(runs, ["edc", "plain"])
+    assert len(ax.containers) == 2 and ax.get_yscale() == "log"
+    del runs["edc"][0]["contamination"]
+    with pytest.raises(ValueError, match=r"run 'edc' has no contamination measure for seeds \[0\]"):
+        stage_values(runs, "edc")
+    plt.close("all")

@@ -114,7 +114,11 @@ def reliability_weighted_pool(
 
 class ChannelAttention(nn.Module):
     """Squeeze-and-excitation: rescale each channel of ``(B, C, H, W)`` by a weight in (0, 1)
-    computed from the channel means (``C -> C / reduction -> C``)."""
+    computed from the channel means (``C -> C / reduction -> C``).
+
+    Squeeze-and-excitation is Hu, Shen and Sun's ("Squeeze-and-Excitation Networks", CVPR 2018,
+    arXiv 1709.01507); CloudSeg's ``FuseBlock`` uses it over the concatenated streams, DCHF on
+    the 1x1-mixed ``[R*O, S, X]``."""
 
     def __init__(self, dim: int, reduction: int = 4):
         super().__init__()

@@ -18,10 +18,13 @@ with widths ``d1..d4``:
   the reliability-weighted global context into ``X_k``).
 
 Whose idea: the three streams and the fusion after every stage are the paper's;
-conv stages followed by carrier-token stages, the two-conv stem and the residual
-conv block (3x3 conv, BN, GELU, 3x3 conv, BN, plus the input) are FasterViT's
-(NVlabs, arXiv 2306.06189); the exact widths, the strided-conv downsampling with BN and
-the per-stage choice of window and fusion cell are edc_lab's.
+conv stages followed by carrier-token stages and the residual conv block (3x3 conv, BN,
+GELU, 3x3 conv, BN, plus the input) are FasterViT's (NVlabs, arXiv 2306.06189,
+``faster_vit.py``: ``ConvBlock``). The stem is *like* FasterViT's (two 3x3 convolutions of
+stride 2) but not the same: FasterViT's ``PatchEmbed`` is Conv-BN-ReLU twice, ours is
+Conv-BN-GELU-Conv-BN (GELU as in the conv blocks, no activation after the last BN).
+The exact widths, the strided-conv downsampling with BN and the per-stage choice of
+window and fusion cell are edc_lab's.
 
 Any H x W works: convolutions take odd sizes, attention blocks pad to their
 window and crop back. A stride-``s`` map has ``ceil(H / s) x ceil(W / s)`` pixels.
@@ -56,8 +59,9 @@ ATTENTION_STAGES = (2, 3)
 class ConvStem(nn.Module):
     """Image ``(B, C_in, H, W)`` -> features ``(B, C_out, ceil(H/4), ceil(W/4))``.
 
-    Two 3x3 convolutions of stride 2 (FasterViT's stem): the first to
-    ``max(8, C_out // 2)`` channels with BN and GELU, the second to ``C_out`` with BN.
+    Two 3x3 convolutions of stride 2, as in FasterViT's stem: the first to
+    ``max(8, C_out // 2)`` channels with BN and GELU, the second to ``C_out`` with BN
+    (FasterViT: BN and ReLU after both; the GELU and the linear output are ours).
     """
 
     def __init__(self, in_channels: int, out_channels: int):

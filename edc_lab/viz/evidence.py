@@ -36,9 +36,13 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+if TYPE_CHECKING:
+    from edc_lab.stats import PairedInterval
 
 __all__ = [
     "PIXEL_SUBSETS",
@@ -48,6 +52,10 @@ __all__ = [
     "cover_sweep",
     "plot_cover_sweep",
     "plot_paired_differences",
+    "paired_intervals",
+    "plot_paired_intervals",
+    "stage_values",
+    "plot_stage_values",
 ]
 
 #: metric key → the pixels it is measured on
@@ -256,5 +264,86 @@ def plot_paired_differences(results: dict[str, list[dict]], pairs: Sequence[tupl
     ax.set_xlabel("mIoU difference (points)")
     ax.set_title("paired by seed: mean ± std over seeds", fontsize="medium")
     ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+# ---------------------------------------------------------------------- intervals (the DCHF experiment)
+def paired_intervals(results: dict[str, list[dict]], pairs: Sequence[tuple[str, str, str]], key: str = "miou",
+                     confidence: float = 0.95) -> dict[str, "PairedInterval"]:
+    """``{label: PairedInterval}`` of ``100 · (first − second)`` in ``key``, paired by seed, with a
+    t-based confidence interval (``edc_lab.stats.paired_interval``, scipy.stats)."""
+    from edc_lab.stats import paired_interval
+
+    intervals = {}
+    for first, second, label in pairs:
+        first_seeds = {entry["seed"]: entry for entry in _run(results, first)}
+        second_seeds = {entry["seed"]: entry for entry in _run(results, second)}
+        seeds = sorted(set(first_seeds) & set(second_seeds))
+        intervals[label] = paired_interval([100.0 * _value(first_seeds[s], key, first, None) for s in seeds],
+                                           [100.0 * _value(second_seeds[s], key, second, None) for s in seeds],
+                                           confidence)
+    return intervals
+
+
+def plot_paired_intervals(results: dict[str, list[dict]], pairs: Sequence[tuple[str, str, str]],
+                          keys: Sequence[str] = ("miou_cloudy", "miou"), gate: float | None = None, ax=None):
+    """Paired differences as points with their 95 % t intervals, one row per pair, one marker per key.
+
+    ``gate`` draws a dashed vertical line (the positive control's threshold). Returns the axes.
+    """
+    ax = _axes(ax, (8.0, 1.4 + 0.7 * len(pairs)))
+    rows = np.arange(len(pairs))
+    offsets = np.linspace(-0.15, 0.15, len(keys)) if len(keys) > 1 else [0.0]
+    seeds = 0
+    for offset, key, marker in zip(offsets, keys, "osD^"):
+        intervals = paired_intervals(results, pairs, key)
+        means = np.array([intervals[label].mean for *_, label in pairs])
+        low = np.array([intervals[label].low for *_, label in pairs])
+        high = np.array([intervals[label].high for *_, label in pairs])
+        seeds = max(seeds, max(interval.n for interval in intervals.values()))
+        ax.errorbar(means, rows + offset, xerr=[means - low, high - means], fmt=marker, capsize=3,
+                    label=f"{PIXEL_SUBSETS.get(key, key)} pixels")
+    ax.axvline(0.0, color="black", linewidth=1)
+    if gate is not None:
+        ax.axvline(gate, color="tab:red", linestyle="--", linewidth=1, label=f"positive-control gate (+{gate:g})")
+    ax.set_yticks(rows, [label for *_, label in pairs])
+    ax.invert_yaxis()
+    ax.set_xlabel("mIoU difference (points)")
+    ax.set_title(f"paired by seed: mean and 95 % t interval over {seeds} seeds", fontsize="medium")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def stage_values(results: dict[str, list[dict]], run: str, key: str = "noise") -> np.ndarray:
+    """``(seeds, stages)`` array of a per-stage contamination value (``context``, ``tokens``,
+    ``noise``) of ``run``'s entries (``entry["contamination"][stage][key]``)."""
+    seeds = _run(results, run)
+    missing = [entry["seed"] for entry in seeds if not entry.get("contamination")]
+    if missing:
+        raise ValueError(f"run {run!r} has no contamination measure for seeds {missing} (DCHF arms only)")
+    return np.array([[stage[key] for stage in entry["contamination"]] for entry in seeds], dtype=float)
+
+
+def plot_stage_values(results: dict[str, list[dict]], runs: Sequence[str], key: str = "noise",
+                      ylabel: str = "relative change of G in clear cells", ax=None):
+    """Per-stage mean over seeds with 95 % t intervals, one line per run (log scale). Returns the axes."""
+    from edc_lab.stats import mean_interval
+
+    ax = _axes(ax, (6.4, 4.0))
+    for offset, run in zip(np.linspace(-0.12, 0.12, len(runs)), runs):
+        values = stage_values(results, run, key)
+        intervals = [mean_interval(values[:, stage]) for stage in range(values.shape[1])]
+        means = np.array([i.mean for i in intervals])
+        errors = np.array([[i.mean - i.low, i.high - i.mean] for i in intervals]).T
+        ax.errorbar(np.arange(1, values.shape[1] + 1) + offset, means, yerr=errors, marker="o", capsize=3,
+                    label=f"{run} ({len(values)} seeds)")
+    ax.set_yscale("log")
+    ax.set_xticks(range(1, 5))
+    ax.set_xlabel("encoder stage")
+    ax.set_ylabel(ylabel)
+    ax.set_title("mean and 95 % t interval over seeds (each seed: mean over scenes)", fontsize="medium")
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return ax
