@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 import edc_lab.train.loop as loop
+import edc_lab.train.training_step as training_step
 from edc_lab.train import load_checkpoint, make_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def per_tensor_guard(state_dict):
 
 
 def run(variant: str, steps: int, out: Path, size: int = 96) -> float:
-    real_optimizer, real_guard = loop.build_optimizer, loop.non_finite_entries
+    real_optimizer, real_guard = loop.build_optimizer, training_step.non_finite_entries
 
     def optimizer(model, config):
         built = real_optimizer(model, config)
@@ -56,7 +57,7 @@ def run(variant: str, steps: int, out: Path, size: int = 96) -> float:
 
     loop.build_optimizer = optimizer
     if variant != "now":
-        loop.non_finite_entries = per_tensor_guard
+        training_step.non_finite_entries = per_tensor_guard
     try:
         config = make_config(stage="teacher", model="edc_tiny", profile="cpu-quick", size=size, steps=steps, eval_every=0,
                              checkpoint_every=steps, progress=False, out=str(out))
@@ -64,7 +65,7 @@ def run(variant: str, steps: int, out: Path, size: int = 96) -> float:
         train(config)
         return time.perf_counter() - start
     finally:
-        loop.build_optimizer, loop.non_finite_entries = real_optimizer, real_guard
+        loop.build_optimizer, training_step.non_finite_entries = real_optimizer, real_guard
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ from train_evidence import auroc_cell, mean_std, median_step_seconds, paired_cel
 
 from edc_lab.data.datasets import build_dataset  # noqa: E402
 from edc_lab.train import cloud_cover_sweep, evaluate, load_checkpoint, make_config, train  # noqa: E402
-from edc_lab.train.loop import CachedDataset  # noqa: E402
+from edc_lab.train.run_data import CachedDataset  # noqa: E402
 
 FAMILIES = ("default", "context")
 NO_KD = {"lambda_kd": 0.0}

@@ -42,7 +42,7 @@ import torch
 
 from edc_lab.data.datasets import build_dataset
 from edc_lab.train import cloud_cover_sweep, evaluate, load_checkpoint, make_config, train
-from edc_lab.train.loop import CachedDataset
+from edc_lab.train.run_data import CachedDataset
 from edc_lab.viz.evidence import paired_difference
 
 #: (run name, model, stage, extra config)

@@ -36,7 +36,7 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
                       WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
     from edc_lab.train import distributed
-    from edc_lab.train.loop import evaluate
+    from edc_lab.train.evaluation import evaluate
 
     context = distributed.setup("cpu")
     model = _model()
@@ -72,7 +72,7 @@ def two_ranks(tmp_path_factory):
 @pytest.mark.slow
 def test_two_processes_evaluate_exactly_like_one(two_ranks):
     """Each rank reads its own whole batches; the summed confusion matrices give the single-process metrics."""
-    from edc_lab.train.loop import evaluate
+    from edc_lab.train.evaluation import evaluate
 
     single = json.loads(json.dumps(evaluate(_model(), _dataset(), batch_size=BATCH, num_classes=7)))
     for report in two_ranks:  # every rank holds the full result

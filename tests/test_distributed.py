@@ -90,7 +90,7 @@ def test_cuda_device_names_under_torchrun(monkeypatch):
 
 
 def test_auto_mixed_precision_takes_bf16_only_where_the_gpu_has_it(monkeypatch):
-    from edc_lab.train.loop import resolve_amp
+    from edc_lab.train.runtime import resolve_amp
 
     gpu = torch.device("cuda:0")
     for capability, expected in (((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16),

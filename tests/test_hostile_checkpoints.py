@@ -40,8 +40,8 @@ from edc_lab.models.contract import check_inputs, parameter_dtype
 from edc_lab.models.registry import MAX_PARAMETERS, model_config, planned_parameters
 from edc_lab.train import CheckpointError, export_weights, load_checkpoint, make_config, read_checkpoint, train
 from edc_lab.train.checkpoint import save_checkpoint
-from edc_lab.train import loop
-from edc_lab.train.loop import lr_factor
+from edc_lab.train import training_step
+from edc_lab.train.optim import lr_factor
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from make_fake_datasets import make_fake_m3mcr  # noqa: E402
@@ -279,13 +279,13 @@ def test_a_resumed_run_uses_its_new_schedule_from_its_first_step(finished_run, t
     """``steps`` / ``min_lr_ratio`` may change on resume and config.json records them: the first resumed step must
     use the new schedule's rate, not the one the checkpoint's optimiser holds (the old schedule's last)."""
     run = shutil.copytree(finished_run, tmp_path / "run")
-    used, real = [], loop.optimizer_step
+    used, real = [], training_step.optimizer_step
 
     def spy(model, loss, optimizer, *args):
         used.append(optimizer.param_groups[0]["lr"])
         return real(model, loss, optimizer, *args)
 
-    monkeypatch.setattr(loop, "optimizer_step", spy)
+    monkeypatch.setattr(training_step, "optimizer_step", spy)
     train(make_config(stage="teacher", model="edc_tiny", out=str(run), resume=True,
                       **dict(TINY, steps=4, min_lr_ratio=0.5)))
     assert used == pytest.approx([1e-3 * lr_factor(step, 1, 4, 0.5) for step in (2, 3)])  # rates of steps 3, 4

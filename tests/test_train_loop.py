@@ -7,10 +7,14 @@ import pytest
 import torch
 
 import edc_lab.train.loop as loop
+import edc_lab.train.training_step as training_step
 from edc_lab.models import build_model
 from edc_lab.train import NonFiniteLossError, evaluate, load_checkpoint, make_config, read_checkpoint, train
 from edc_lab.train.config import TrainConfig
-from edc_lab.train.loop import compute_losses, load_teacher, lr_factor, model_inputs
+from edc_lab.train.evaluation import model_inputs
+from edc_lab.train.optim import lr_factor
+from edc_lab.train.run_checkpoints import load_teacher
+from edc_lab.train.training_step import compute_losses
 
 TINY = dict(size=32, batch_size=2, train_count=6, val_count=2, steps=4, warmup_steps=1, eval_every=0,
             checkpoint_every=2, progress=False, lr=1e-3, augment=False)
@@ -62,14 +66,14 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, teach
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = loop.segmentation_loss
+    real = training_step.segmentation_loss
 
     def poisoned(logits, label, *args, **kwargs):
         calls["n"] += 1
         value = real(logits, label, *args, **kwargs)
         return value * float("nan") if calls["n"] == 3 else value
 
-    monkeypatch.setattr(loop, "segmentation_loss", poisoned)
+    monkeypatch.setattr(training_step, "segmentation_loss", poisoned)
     config = make_config(stage="teacher", out=str(tmp_path), **TINY)
     with pytest.raises(NonFiniteLossError, match=r"step 3 of 4.*last\.pt \(step 2\)"):
         train(config)
@@ -77,7 +81,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert checkpoint["step"] == 2
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
     # and the run can be resumed from that good checkpoint once the cause is gone
-    monkeypatch.setattr(loop, "segmentation_loss", real)
+    monkeypatch.setattr(training_step, "segmentation_loss", real)
     history = train(make_config(stage="teacher", out=str(tmp_path), resume=True, **TINY))
     assert history[-1]["step"] == 4 and read_checkpoint(tmp_path / "last.pt")["step"] == 4
 
@@ -336,7 +340,7 @@ def _tiny_step_setup(scaler_enabled):
 
 
 def test_a_step_that_grad_scaler_skips_does_not_advance_the_schedule():
-    from edc_lab.train.loop import optimizer_step
+    from edc_lab.train.training_step import optimizer_step
 
     model, optimizer, scheduler, scaler = _tiny_step_setup(scaler_enabled=True)
     before = [p.detach().clone() for p in model.parameters()]
@@ -353,7 +357,7 @@ def test_a_step_that_grad_scaler_skips_does_not_advance_the_schedule():
 
 
 def test_a_non_finite_gradient_with_a_finite_loss_updates_nothing():
-    from edc_lab.train.loop import optimizer_step
+    from edc_lab.train.training_step import optimizer_step
 
     model, optimizer, scheduler, scaler = _tiny_step_setup(scaler_enabled=False)
     before = [p.detach().clone() for p in model.parameters()]
@@ -367,7 +371,7 @@ def test_a_non_finite_gradient_with_a_finite_loss_updates_nothing():
 
 def test_non_finite_gradient_stops_the_run_naming_the_step(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = loop.compute_losses
+    real = training_step.compute_losses
 
     def poisoned(outputs, *args, **kwargs):
         total, terms = real(outputs, *args, **kwargs)
@@ -377,7 +381,7 @@ def test_non_finite_gradient_stops_the_run_naming_the_step(tmp_path, monkeypatch
             total = total + torch.sqrt((logits - logits.detach()).abs()).sum()
         return total, terms
 
-    monkeypatch.setattr(loop, "compute_losses", poisoned)
+    monkeypatch.setattr(training_step, "compute_losses", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"step 3 of 4: the gradient norm is not finite.*last\.pt \(step 2\)"):
         train(make_config(stage="teacher", out=str(tmp_path), **TINY))
     checkpoint = read_checkpoint(tmp_path / "last.pt")

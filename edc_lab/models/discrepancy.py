@@ -197,7 +197,7 @@ def discrepancy_auroc(discrepancy: torch.Tensor | np.ndarray, cloud_mask: torch.
 
     Returns the probability that a random cloudy pixel scores higher than a random
     clear one (ties count half): 0.5 = no better than chance, 1 = perfect.
-    Computed with torchmetrics ``binary_auroc`` through :func:`edc_lab.train.metrics.auroc` (equal to the Mann-Whitney rank statistic to about 1e-7). Raises ValueError when
+    Computed with torchmetrics ``binary_auroc`` through :func:`edc_lab.auroc.auroc` (equal to the Mann-Whitney rank statistic to about 1e-7). Raises ValueError when
     the mask has only one class (AUROC undefined).
     """
     scores = torch.as_tensor(discrepancy).detach().float().cpu()
@@ -224,6 +224,6 @@ def discrepancy_auroc(discrepancy: torch.Tensor | np.ndarray, cloud_mask: torch.
             f"discrepancy_auroc: the cloud mask must contain cloudy and clear pixels, found {num_positive} cloudy "
             f"and {num_negative} clear"
         )
-    from edc_lab.train.metrics import auroc  # here, not at the top: edc_lab.train imports edc_lab.models
+    from edc_lab.auroc import auroc  # here, not at the top: importing the models need not load torchmetrics
 
     return auroc(scores, positive)  # torchmetrics binary_auroc; ties count one half

@@ -193,7 +193,8 @@ def non_finite_entries(state_dict: dict[str, Any]) -> list[str]:
     """Names of the floating-point tensors of a ``state_dict`` holding a NaN or an Inf.
 
     ``model.state_dict()`` holds parameters *and* buffers (BatchNorm running
-    statistics), so this checks both. :func:`train` calls it after every step, so the common case
+    statistics), so this checks both. Training calls it after every step
+    (:func:`~edc_lab.train.training_step.check_finite_update`), so the common case
     is cheap: one ``isfinite`` over all values of a device and dtype laid end to end (one host
     synchronisation per device and dtype, usually one), instead of two operations per tensor; only when something is not finite
     are the tensors looked at one by one, to name them.

@@ -93,7 +93,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from edc_lab.data.sample import DataError
-    from edc_lab.train.loop import NonFiniteLossError, train
+    from edc_lab.train.loop import train
+    from edc_lab.train.training_step import NonFiniteLossError
 
     try:
         config = config_from_args(args)

@@ -7,7 +7,8 @@ the same program and tells each its ``RANK``, ``LOCAL_RANK`` and
 1. joins a process group (``gloo`` on CPU, ``nccl`` on GPUs), one GPU per rank;
 2. wraps its model in ``DistributedDataParallel``: after ``backward`` the
    gradients are averaged across ranks, so every replica takes the same step and
-   the weights stay identical (:func:`parameter_digest` checks it);
+   the weights stay identical (:func:`wrap_model`; :func:`check_replicas` compares
+   the :func:`parameter_digest` of every rank at the end);
 3. reads its own share of every global batch (:class:`StepSampler`, built on
    ``DistributedSampler``);
 4. evaluates its own whole batches of the validation set (:func:`shard_batches`);
@@ -196,6 +197,33 @@ def parameter_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def wrap_model(model: torch.nn.Module, context: DistributedContext) -> torch.nn.Module:
+    """The model in ``DistributedDataParallel`` under torchrun, else the model itself."""
+    if not context.enabled:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[context.device.index] if context.device.type == "cuda" else None,
+        find_unused_parameters=True,  # e.g. a teacher's cloud-removal head gets no gradient
+    )
+
+
+def check_replicas(model: torch.nn.Module, context: DistributedContext) -> None:
+    """At the end of a run under DDP: every rank prints its weights' digest; rank 0 refuses diverged replicas.
+
+    ``model`` is the bare model (not its DDP wrapper).
+    """
+    if not context.enabled:
+        return
+    broadcast_buffers(model, context)
+    digest = parameter_digest(model)
+    digests = [None] * context.world_size
+    dist.all_gather_object(digests, digest)
+    print(f"rank {context.rank}/{context.world_size}: finished, parameter digest {digest}", flush=True)
+    if context.is_main and len(set(digests)) != 1:
+        raise RuntimeError(f"DDP replicas diverged: parameter digests per rank {digests}")
 
 
 class StepSampler(Sampler[int]):

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from edc_lab.data.sample import DataError
     from edc_lab.train.checkpoint import load_checkpoint
     from edc_lab.train.distributed import resolve_device
-    from edc_lab.train.loop import evaluate, resolve_amp
+    from edc_lab.train.evaluation import evaluate
+    from edc_lab.train.runtime import resolve_amp
 
     try:
         from edc_lab.data.io import check_output_paths
