@@ -17,8 +17,9 @@ of signal (DESIGN §2):
    sum of the weights instead of the element count;
 3. **distillation** from a frozen *teacher*, the same network trained on
    cloud-free optical + SAR: the student's decoder features are pulled towards
-   the teacher's with a masked mean-squared error (feature distillation, as in
-   CloudSeg), and optionally its logits towards the teacher's with a
+   the teacher's with a masked mean-squared error (feature distillation: the "hint"
+   of FitNets, Romero et al. 2015, arXiv 1412.6550, as CloudSeg uses it), and
+   optionally its logits towards the teacher's with a
    temperature-softened KL divergence (Hinton et al. 2015, arXiv 1503.02531).
    Which pixels the feature loss looks at — all, only clear or only cloudy ones —
    is a config value (``kd_region``) that notebook 05 compares. CloudSeg's
@@ -27,6 +28,9 @@ of signal (DESIGN §2):
    full-resolution output of its cross-modal decoder, with weight 1 (so
    ``kd_region="clear"`` here, except that CloudSeg divides by all pixels, not by
    the clear ones); the default ``"all"`` and the choice of levels are ours.
+   The paper speaks of "teacher-guided distillation" of its cloud-removal branch
+   without giving the loss; distilling the *segmentation decoder's* features is
+   our reading of it (CloudSeg's choice), not something the paper states.
 
 Each function returns a scalar tensor that can be back-propagated; the weights
 that combine them (``lambda_cr``, ``lambda_kd``, ``lambda_kl``, and ``lambda_cloud``
