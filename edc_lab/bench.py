@@ -32,7 +32,8 @@ This module measures such claims instead of quoting them:
   is cheaper.
 
 Command line: ``edc-lab bench --models edc_base cloudseg_ref --sizes 512 --device cpu
---repeats 5 --out results.json`` prints a table and writes JSON;
+--repeats 5 --out results.json`` prints a table and writes JSON (an existing
+``--out`` is replaced only when it is an earlier result of bench: :func:`check_bench_output`);
 ``edc-lab bench --attention --sizes 16 32 64 128 256`` prints the attention curve.
 
 Whose idea: everything here is edc_lab's measuring harness.
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -77,6 +79,8 @@ __all__ = [
 ]
 
 MiB = 2**20
+#: the largest file read to see whether it is an earlier result of bench (results are a few kB to MB)
+MAX_RESULT_BYTES = 64 * MiB
 
 
 def _synchronize(device: torch.device | str | None) -> None:
@@ -546,6 +550,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
 
 
+def is_bench_result(path) -> bool:
+    """Whether ``path`` holds a result of ``edc-lab bench`` (JSON with its ``command`` and ``machine``)."""
+    try:
+        if os.path.getsize(path) > MAX_RESULT_BYTES:
+            return False
+        with open(path, encoding="utf-8") as handle:
+            result = json.load(handle)
+    except (OSError, ValueError):  # ValueError: not JSON, not UTF-8
+        return False
+    return isinstance(result, dict) and str(result.get("command", "")).startswith("edc-lab bench") and "machine" in result
+
+
+def check_bench_output(path) -> None:
+    """Refuse ``--out`` before measuring: a device, FIFO or folder, or an existing file bench did not write.
+
+    Like ``predict``, bench replaces only its own earlier output (or an empty
+    file); a checkpoint or a notebook passed as ``--out`` is left alone
+    (:func:`edc_lab.data.outputs.check_output_file`, :func:`~edc_lab.data.outputs.check_replaceable`).
+    """
+    from edc_lab.data.outputs import check_output_file, check_replaceable
+
+    check_output_file("--out", path)
+    check_replaceable("--out", path, is_bench_result, "a result of edc-lab bench (JSON)")
+
+
 def _fail(message: str) -> int:
     print(f"edc-lab bench: {message}", file=sys.stderr)
     return 2
@@ -558,6 +587,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"need --repeats >= 1, --warmup >= 0, --batch >= 1; found {args.repeats}, {args.warmup}, {args.batch}")
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         return _fail(f"--device {args.device} asked for, but torch {torch.__version__} sees no CUDA device")
+    if args.out:
+        try:
+            check_bench_output(args.out)
+        except ValueError as error:  # DataError
+            return _fail(str(error))
     result = {"command": "edc-lab bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
               "machine": machine_description(), "device": args.device}
     if args.attention:
@@ -600,8 +634,10 @@ def run(args: argparse.Namespace) -> int:
         result["reference"] = reference
         print(format_table(rows))
     if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(result, handle, indent=1)
+        from edc_lab.data.outputs import atomic_output
+
+        with atomic_output(args.out) as temporary:  # never a half-written file
+            temporary.write_text(json.dumps(result, indent=1))
         print(f"wrote {args.out}")
     return 0
 

@@ -92,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``edc-lab argv``; its exit status. Ctrl-C (SIGINT) anywhere ends in one line and status 130."""
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt as stop:  # a sub-command's own handler (predict) says more, and returns instead
+        code = getattr(stop, "exit_code", 130)
+        print(f"edc-lab: interrupted ({getattr(stop, 'signal_name', 'SIGINT')})", file=sys.stderr)
+        return code
+
+
+def _dispatch(argv: list[str] | None) -> int:
+    """Parse ``argv`` and run the sub-command; a bad input that reaches here still ends in one line (status 2)."""
     args = build_parser().parse_args(argv)
     if getattr(args, "_missing", None):
         print(f"edc-lab {args.command}: not available in this version ({args._missing} is missing)", file=sys.stderr)

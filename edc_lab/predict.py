@@ -44,9 +44,15 @@ the SAR on another grid). Many scenes, and many processes under ``torchrun``:
 Inputs are checked before any work (numeric options, headers, band counts,
 the overlap of optical and SAR, the scene's size against memory) and as they are
 read (the data type and value range of each band of rows against
-``convention``; a failure then names the rows), and outputs never clobber: an output path that resolves to an input or to
-another output (symbolic or hard link included) is refused, and every file is
-written to a temporary name in its folder, then renamed (``os.replace``).
+``convention``; a failure then names the rows), and outputs never clobber
+(:func:`check_prediction_outputs`): an output path must be a regular file or
+new (a device such as ``/dev/null``, a FIFO or a folder is refused), must not
+resolve to an input or to another output (symbolic or hard link included), and
+an existing one must be a TIFF (an earlier prediction). Every file is written
+to a temporary name in its folder, then renamed (``os.replace``); SIGINT and
+SIGTERM remove the temporary files before the command exits (130 / 143), and
+the next write of an output removes those a SIGKILL left
+(:mod:`edc_lab.data.outputs`).
 
 All of this is our choice (standard practice in remote-sensing inference); the
 paper (arXiv 2603.20811) evaluates on fixed-size patches.
@@ -92,6 +98,7 @@ from edc_lab.data.io import (
     read_geotiff,
     same_grid,
 )
+from edc_lab.data.outputs import Interrupted, check_output_file, check_replaceable, interruptible, is_tiff
 from edc_lab.data.sample import IGNORE_INDEX, OPTICAL_BANDS, DataError
 
 CONVENTIONS = ("m3mcr", "whu", "unit")
@@ -527,7 +534,7 @@ class Predictor:
         """
         from edc_lab.data.writer import GDAL_CACHE_MB, RowWriter
 
-        check_output_paths(
+        check_prediction_outputs(
             {"--out": out_path, "--probabilities": probabilities_path, "--cloudfree": cloudfree_path},
             {"--checkpoint": self.checkpoint, "--optical": optical_path, "--sar": sar_path},
         )
@@ -662,7 +669,7 @@ def predict_geotiff(
     Returns a summary dict: ``shape`` (H, W), ``crs``, ``transform`` (6 numbers),
     ``windows`` (how many), ``class_counts`` ({class name: pixels}) and the paths written.
     """
-    check_output_paths(  # before the checkpoint is loaded (Predictor checks the numeric options first)
+    check_prediction_outputs(  # before the checkpoint is loaded (Predictor checks the numeric options first)
         {"--out": out_path, "--probabilities": probabilities_path, "--cloudfree": cloudfree_path},
         {"--checkpoint": checkpoint, "--optical": optical_path, "--sar": sar_path},
     )
@@ -685,6 +692,25 @@ def check_predict_options(window, overlap, batch_size, fill_nonfinite=None) -> N
         raise ValueError(f"--batch-size: expected an integer in [{low}, {high}], found {batch_size!r}")
     if fill_nonfinite is not None and not (isinstance(fill_nonfinite, (int, float)) and math.isfinite(fill_nonfinite)):
         raise ValueError(f"--fill-nonfinite: expected a finite number, found {fill_nonfinite!r}")
+
+
+def check_prediction_outputs(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None]) -> None:
+    """Refuse outputs that could not be written safely (one DataError naming the option), before any work.
+
+    Three checks, in this order: each output is a regular file or a new path
+    with a usable name (:func:`edc_lab.data.outputs.check_output_file`: no
+    device, FIFO, socket or directory, which the final rename would replace);
+    no output is an input or another output, links resolved
+    (:func:`edc_lab.data.io.check_output_paths`); an existing output is a TIFF
+    (an earlier prediction), not a checkpoint or a list passed by mistake
+    (:func:`edc_lab.data.outputs.check_replaceable`).
+    """
+    given = {option: path for option, path in outputs.items() if path is not None}
+    for option, path in given.items():
+        check_output_file(option, path)
+    check_output_paths(given, inputs)
+    for option, path in given.items():
+        check_replaceable(option, path, is_tiff, "a TIFF (an earlier prediction)")
 
 
 # --------------------------------------------------------------------------- command line
@@ -742,41 +768,68 @@ def _check_modes(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edc_lab.scenes import predict_scenes, process_rank, read_scene_list
+    """``edc-lab predict``: one scene or a scene list. A bad input, a failed scene or a signal each ends in one line.
+
+    Exit status: 0; 1 when a scene of a list failed (the others are done); 2 for
+    a bad input (nothing written); 128 + the signal for SIGINT (130) or SIGTERM
+    (143), after the temporary files are removed (:func:`edc_lab.data.outputs.interruptible`).
+    """
     from edc_lab.train.checkpoint import CheckpointError
 
     try:
-        _check_modes(args)
-        if args.scenes is not None:
-            rank, world_size, local_rank = process_rank()
-            from edc_lab.train.distributed import resolve_device
-
-            scenes = read_scene_list(args.scenes, args.split)
-            predictor = Predictor(args.checkpoint, window=args.window, overlap=args.overlap,
-                                  convention=args.convention, device=resolve_device(args.device, local_rank, world_size),
-                                  batch_size=args.batch_size, fill_nonfinite=args.fill_nonfinite,
-                                  stream=not args.in_memory, overviews=args.overviews)
-            report = predict_scenes(predictor, scenes, args.out_dir, probabilities=args.save_probabilities,
-                                    cloudfree=args.save_cloudfree, overwrite=args.overwrite, rank=rank,
-                                    world_size=world_size)
-            tag = f"process {rank} of {world_size}: " if world_size > 1 else ""
-            print(f"{tag}{len(report['done'])} predicted, {len(report['skipped'])} skipped (done before), "
-                  f"{len(report['failed'])} failed, of {len(scenes)} scenes in {args.scenes}")
-            for failure in report["failed"]:
-                print(f"edc-lab predict: failed: {failure['name']} ({failure['optical']}, {failure['sar']}): "
-                      f"{failure['error']}", file=sys.stderr)
-            return 1 if report["failed"] else 0
-        summary = predict_geotiff(
-            args.checkpoint, args.optical, args.sar, args.out, args.window, args.overlap,
-            probabilities_path=args.probabilities, cloudfree_path=args.cloudfree, convention=args.convention,
-            device=args.device, batch_size=args.batch_size, fill_nonfinite=args.fill_nonfinite,
-            stream=not args.in_memory, overviews=args.overviews,
-        )
+        with interruptible():
+            _check_modes(args)
+            return _run_scenes(args) if args.scenes is not None else _run_one(args)
     except (ValueError, DataError, CheckpointError, OSError) as error:
         print(f"edc-lab predict: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"edc-lab predict: interrupted by {stop.signal_name}; removed temporary files", file=sys.stderr)
+        return stop.exit_code
+
+
+def _run_one(args: argparse.Namespace) -> int:
+    """One scene (``--optical --sar --out``): predict, then print the map's size and class shares."""
+    summary = predict_geotiff(
+        args.checkpoint, args.optical, args.sar, args.out, args.window, args.overlap,
+        probabilities_path=args.probabilities, cloudfree_path=args.cloudfree, convention=args.convention,
+        device=args.device, batch_size=args.batch_size, fill_nonfinite=args.fill_nonfinite,
+        stream=not args.in_memory, overviews=args.overviews,
+    )
     height, width = summary["shape"]
     print(f"wrote {summary['out']}: {height}x{width} px, {summary['windows']} window(s), CRS {summary['crs']}")
     total = max(1, sum(summary["class_counts"].values()))
     print("classes: " + ", ".join(f"{name} {100 * count / total:.1f}%" for name, count in summary["class_counts"].items()))
     return 0
+
+
+def _run_scenes(args: argparse.Namespace) -> int:
+    """A scene list (``--scenes --out-dir``), this process's share under torchrun; 1 when one of its scenes failed.
+
+    Under torchrun every process waits for the others before it exits
+    (:func:`edc_lab.scenes.finish_together`): torchrun stops all processes as
+    soon as one exits with a failure, which would cut the others' scenes short.
+    """
+    from edc_lab.scenes import finish_together, predict_scenes, process_rank, read_scene_list
+    from edc_lab.train.distributed import resolve_device
+
+    rank, world_size, local_rank = process_rank()
+    scenes = read_scene_list(args.scenes, args.split)
+    predictor = Predictor(args.checkpoint, window=args.window, overlap=args.overlap,
+                          convention=args.convention, device=resolve_device(args.device, local_rank, world_size),
+                          batch_size=args.batch_size, fill_nonfinite=args.fill_nonfinite,
+                          stream=not args.in_memory, overviews=args.overviews)
+    report = predict_scenes(predictor, scenes, args.out_dir, probabilities=args.save_probabilities,
+                            cloudfree=args.save_cloudfree, overwrite=args.overwrite, rank=rank,
+                            world_size=world_size)
+    tag = f"process {rank} of {world_size}: " if world_size > 1 else ""
+    print(f"{tag}{len(report['done'])} predicted, {len(report['skipped'])} skipped (done before), "
+          f"{len(report['failed'])} failed, of {len(scenes)} scenes in {args.scenes}", flush=True)
+    for failure in report["failed"]:
+        print(f"edc-lab predict: failed: {failure['name']} ({failure['source']}: {failure['optical']}, "
+              f"{failure['sar']}): {failure['error']}", file=sys.stderr, flush=True)
+    totals = finish_together(report, world_size)
+    if world_size > 1 and rank == 0:
+        print(f"all {world_size} processes: {totals['done']} predicted, {totals['skipped']} skipped, "
+              f"{totals['failed']} failed, of {len(scenes)} scenes", flush=True)
+    return 1 if report["failed"] else 0

@@ -192,12 +192,12 @@ def test_row_writer_leaves_nothing_when_rows_are_missing_or_wrong(tmp_path):
 def test_a_failed_stream_leaves_the_previous_outputs_untouched(checkpoint, tmp_path):
     optical, sar = unit_pair(tmp_path, 80, 60)
     out = tmp_path / "map.tif"
-    out.write_bytes(b"previous map")
+    out.write_bytes(b"II*\x00previous map")
     with rasterio.open(sar, "r+") as source:  # the SAR turns bad below row 40: found mid-stream
         source.write(np.full((2, 40, 60), 7.0, np.float32), window=rasterio.windows.Window(0, 40, 60, 40))
     with pytest.raises(DataError, match=r"sar.tif: expected SAR \('unit' convention, rows"):
         predict_geotiff(checkpoint, optical, sar, out, 32, 8, convention="unit", probabilities_path=tmp_path / "p.tif")
-    assert out.read_bytes() == b"previous map" and not (tmp_path / "p.tif").exists()
+    assert out.read_bytes() == b"II*\x00previous map" and not (tmp_path / "p.tif").exists()
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -36,12 +36,9 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import rasterio
@@ -53,6 +50,7 @@ from rasterio.windows import Window
 
 from edc_lab.data.io import Raster, fill_from_nearest
 from edc_lab.data.m3mcr import SAR_POLARIZATIONS, denormalize_sar
+from edc_lab.data.outputs import atomic_output  # noqa: F401 (imported from here by evaluate and predict too)
 from edc_lab.data.sample import OPTICAL_BANDS, WHU_CLASSES, DataError
 
 #: class name -> ESA WorldCover code used when writing M3M-CR land cover
@@ -86,44 +84,6 @@ NAME_TO_WHU_CODE: dict[str, int] = {
 #: fallback georeference for samples without one (a UTM zone over Hubei, like WHU-OPT-SAR)
 DEFAULT_CRS = "EPSG:32649"
 DEFAULT_ORIGIN = (500000.0, 3400000.0)
-
-
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it over ``path`` (``os.replace``).
-
-    A crash or an error mid-write leaves the old file (or none) and removes the
-    temporary one: never a half-written output. The folder is created when
-    missing; a folder that cannot be written raises one DataError naming it.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: expected an output file path, found a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise DataError(
-            f"{path}: expected a writable output folder {path.parent}, found: {error.strerror or error}"
-        ) from None
-    os.close(handle)
-    temporary = Path(temporary)
-    try:
-        yield temporary
-        os.chmod(temporary, _new_file_mode(path))  # mkstemp makes 0600; give the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _new_file_mode(path: Path) -> int:
-    """The mode ``path`` has (when it exists) or a new file would get under the current umask."""
-    if path.exists():
-        return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def write_geotiff(

@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         if args.cloud_cover[0] > args.cloud_cover[1]:
             raise ValueError(f"--cloud-cover: expected LOW <= HIGH, found {args.cloud_cover[0]} > {args.cloud_cover[1]}")
         check_output_paths({"--out": args.out}, {"--checkpoint": args.checkpoint, "--root": args.root})
+        if args.out:  # a device, FIFO or folder is refused before anything is evaluated
+            from edc_lab.data.outputs import check_output_file
+
+            check_output_file("--out", args.out)
         device = resolve_device(args.device)
         model, meta = load_checkpoint(args.checkpoint, map_location=device)
         trained_on = meta.get("data") if isinstance(meta.get("data"), dict) else {}
