@@ -1,77 +1,28 @@
 """The ``edc-lab`` command line (also ``python -m edc_lab.cli``, the form torchrun uses).
 
 Each sub-command lives next to the code it drives; this file only dispatches.
-A sub-command module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+A sub-command module provides ``add_arguments(parser)`` and ``run(args) -> int``; its argument
+validators (``int_in``, ``float_in``, ``device_name``) come from :mod:`edc_lab.options`, re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
+
+# the argument validators live at the bottom layer (sub-commands import them from there); re-exported here
+from edc_lab.options import device_name, float_in, int_in  # noqa: F401
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-data": ("edc_lab.data.make_data", "write synthetic scenes in the M3M-CR or WHU-OPT-SAR layout"),
     "train": ("edc_lab.train.cli", "train a teacher or a student (also under torchrun)"),
     "evaluate": ("edc_lab.train.evaluate_cli", "evaluate a checkpoint and write the metric table"),
-    "predict": ("edc_lab.predict", "GeoTIFF in -> georeferenced class map out (sliding windows)"),
-    "bench": ("edc_lab.bench", "parameters, FLOPs, latency and memory of models"),
+    "predict": ("edc_lab.predict.cli", "GeoTIFF in -> georeferenced class map out (overlapping tiles, blended)"),
+    "bench": ("edc_lab.bench.cli", "parameters, FLOPs, latency and memory of models"),
     "lab": ("edc_lab.lab", "open JupyterLab on the notebooks (localhost, token on)"),
 }
-
-
-def int_in(low: int, high: int | None = None):
-    """argparse ``type=``: an integer in [low, high]; otherwise argparse's one-line error naming the option."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            expected = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
-            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
-        return value
-
-    return parse
-
-
-def float_in(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False, high_open: bool = False):
-    """argparse ``type=``: a finite number in the interval (``inf`` and ``nan`` are refused)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        if not (math.isfinite(value) and above and below):
-            parts = []
-            if math.isfinite(low):
-                parts.append(f"{'>' if low_open else '>='} {low:g}")
-            if math.isfinite(high):
-                parts.append(f"{'<' if high_open else '<='} {high:g}")
-            bound = " " + " and ".join(parts) if parts else ""
-            raise argparse.ArgumentTypeError(f"expected a finite number{bound}, found {text!r}")
-        return value
-
-    return parse
-
-
-def device_name(text: str) -> str:
-    """argparse ``type=``: ``auto`` or a device torch can parse (``cpu``, ``cuda``, ``cuda:1``...)."""
-    if text == "auto":
-        return text
-    import torch
-
-    try:
-        torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, found {text!r}") from None
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:

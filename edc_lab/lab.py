@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edc_lab.cli import int_in
+from edc_lab.options import int_in
 
 #: TCP ports: 0 asks the OS for any free port (JupyterLab reads back and prints the one it got)
 PORT_RANGE = (0, 65535)

@@ -1,7 +1,7 @@
 """Hostile outputs: an output path never destroys what it names, and an interrupted run leaves no temporary file.
 
 The companion of ``test_hostile_inputs.py``, for what a command *writes*
-(``edc_lab.data.outputs``, ``edc_lab.predict``, ``edc_lab.scenes``, ``edc_lab.bench``):
+(``edc_lab.data.outputs``, ``edc_lab.predict`` (with ``edc_lab.predict.scenes``), ``edc_lab.bench``):
 
 * an output that is a device, a FIFO, a socket or a folder is refused before
   any work, naming the option and what was found (as root, ``--out /dev/null``
@@ -46,7 +46,7 @@ from edc_lab.data.outputs import check_output_file, stale_temporaries
 from edc_lab.data.sample import DataError
 from edc_lab.data.writer import write_geotiff
 from edc_lab.predict import Predictor
-from edc_lab.scenes import read_scene_list, refused_scenes
+from edc_lab.predict.scenes import read_scene_list, refused_scenes
 
 CRS = "EPSG:32649"
 #: a scene big enough (with 16-pixel windows, one per batch) that a child process is still predicting when signalled

@@ -1,4 +1,4 @@
-"""Streaming prediction and many scenes (edc_lab.predict, edc_lab.data.writer.RowWriter, edc_lab.scenes).
+"""Streaming prediction and many scenes (edc_lab.predict, edc_lab.data.writer.RowWriter, edc_lab.predict.scenes).
 
 The promises checked here: a streamed scene equals the in-memory one bit for bit
 (sizes that are not multiples of the window, SAR on another grid, any batch
@@ -23,7 +23,7 @@ from affine import Affine
 from edc_lab.data.sample import DataError
 from edc_lab.data.writer import TILE, RowWriter, overview_factors, write_geotiff
 from edc_lab.predict import Predictor, RollingRows, blend_rows, predict_geotiff, sliding_window_predict
-from edc_lab.scenes import Scene, predict_scenes, read_scene_list, shard
+from edc_lab.predict.scenes import Scene, predict_scenes, read_scene_list, shard
 
 CRS = "EPSG:32649"
 
@@ -202,7 +202,7 @@ def test_a_failed_stream_leaves_the_previous_outputs_untouched(checkpoint, tmp_p
 
 
 def test_streaming_refuses_a_scene_beyond_its_limit_before_reading(checkpoint, tmp_path, monkeypatch):
-    import edc_lab.predict as predict
+    import edc_lab.predict.predictor as predict
 
     optical, sar = unit_pair(tmp_path, 40, 30)
     monkeypatch.setattr(predict, "MAX_STREAM_PIXELS", 1000)

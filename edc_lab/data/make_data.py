@@ -28,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from edc_lab.options import float_in, int_in
+
 LAYOUTS: tuple[str, ...] = ("m3mcr", "whu")
 #: accepted ranges of the numeric options (inclusive)
 COUNT_RANGE = (1, 10_000)
@@ -109,8 +111,6 @@ def make_data(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edc_lab.cli import float_in, int_in
-
     parser.add_argument("--layout", choices=LAYOUTS, required=True, help="file layout to write")
     parser.add_argument("--count", type=int_in(*COUNT_RANGE), default=8, help="number of scenes (default 8)")
     parser.add_argument("--size", type=int_in(*SIZE_RANGE), default=128, help="scene side in pixels (default 128)")

@@ -15,6 +15,7 @@ import json
 import math
 import sys
 
+from edc_lab.options import device_name, float_in, int_in
 
 #: accepted ranges of the numeric options (inclusive)
 SIZE_RANGE = (16, 8192)
@@ -23,8 +24,6 @@ BATCH_SIZE_RANGE = (1, 4096)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edc_lab.cli import device_name, float_in, int_in
-
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by edc-lab train")
     parser.add_argument("--data", choices=("synthetic", "m3mcr", "whu"), help="default: the checkpoint's dataset")
     parser.add_argument("--root", help="dataset folder (m3mcr, whu)")

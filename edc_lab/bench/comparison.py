@@ -1,0 +1,165 @@
+"""Models compared: parameters, FLOPs, latency and peak memory of several models at the same sizes, timed
+interleaved (:func:`benchmark_models`), their ratios to a reference and a plain-text table.
+
+EDC (https://arxiv.org/abs/2603.20811) claims 46.7 % fewer parameters and
+1.98x faster inference than CloudSeg; :func:`add_reference_ratios` puts such
+ratios next to the measurements. Whose idea: edc_lab's measuring harness.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from typing import Callable, Sequence
+
+import torch
+
+from edc_lab.bench.measure import MiB, compare_latency, count_flops, count_parameters, peak_memory
+from edc_lab.models import build_model
+
+
+
+def machine_description() -> dict:
+    """What the numbers were measured on."""
+    description = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+        if names:
+            description["cpu"] = f"{len(names)} x {names[0]}"
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        description["cuda"] = torch.cuda.get_device_name()
+    return description
+
+
+def _training_step(model, optical, sar):
+    def step():
+        model.zero_grad(set_to_none=True)
+        outputs = model(optical, sar)
+        loss = outputs["logits"].float().mean()
+        if outputs["cloudfree"] is not None:
+            loss = loss + outputs["cloudfree"].float().mean()
+        loss.backward()
+        return loss.detach()
+
+    return step
+
+
+def _inference(model, optical, sar):
+    def forward():
+        with torch.no_grad():
+            return model(optical, sar)["logits"]
+
+    return forward
+
+
+def benchmark_models(
+    names: Sequence[str],
+    sizes: Sequence[int] = (512,),
+    *,
+    batch: int = 1,
+    in_sar: int = 2,
+    device: str = "cpu",
+    repeats: int = 5,
+    warmup: int = 1,
+    mode: str = "inference",
+    memory: bool = True,
+    overrides: dict | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Parameters, FLOPs, latency and peak memory of models ``names`` at square ``sizes``.
+
+    For each size all models are timed *interleaved* (``compare_latency``), so their
+    ratios are comparable on a shared machine. ``mode="train"`` times a forward +
+    backward step (no optimizer) in training mode instead of an inference forward.
+    ``overrides`` maps a model name to ``build_model`` overrides.
+    """
+    if mode not in ("inference", "train"):
+        raise ValueError(f"benchmark_models: mode must be 'inference' or 'train', found {mode!r}")
+    overrides = overrides or {}
+    log = log or (lambda message: None)
+    torch.manual_seed(seed)
+    models = {}
+    for name in names:
+        model = build_model(name, in_sar=in_sar, **overrides.get(name, {})).to(device)
+        models[name] = model.train() if mode == "train" else model.eval()
+    rows = []
+    for size in sizes:
+        generator = torch.Generator().manual_seed(seed)
+        optical = torch.rand(batch, 4, size, size, generator=generator).to(device)
+        sar = torch.rand(batch, in_sar, size, size, generator=generator).to(device)
+        make = _training_step if mode == "train" else _inference
+        fns = {name: make(model, optical, sar) for name, model in models.items()}
+        flops = {}
+        for name, model in models.items():
+            log(f"counting FLOPs of {name} at {size}x{size}")
+            flops[name] = count_flops(model, (optical, sar), backward=mode == "train")
+        log(f"timing {', '.join(names)} at {size}x{size} interleaved ({warmup} warm-up + {repeats} rounds)")
+        latency = compare_latency(fns, repeats, warmup, device)
+        for name, model in models.items():
+            peak = peak_memory(fns[name], device) if memory else {"peak_bytes": None, "method": None}
+            rows.append(
+                {
+                    "model": name,
+                    "size": size,
+                    "batch": batch,
+                    "mode": mode,
+                    "device": str(device),
+                    "parameters": count_parameters(model),
+                    "flops": flops[name],
+                    **{key: value for key, value in latency[name].items()},
+                    "peak_bytes": peak["peak_bytes"],
+                    "memory_method": peak["method"],
+                    "build_args": getattr(model, "build_args", None),
+                }
+            )
+    return rows
+
+
+def add_reference_ratios(rows: list[dict], reference: str) -> None:
+    """Add ``parameter_ratio`` and ``speedup`` against ``reference`` (same size) to each row, in place.
+
+    ``speedup`` is reference median / model median; ``paired_speedup`` is the median over
+    rounds of the ratio *within* a round (both timed back to back under the same load).
+    """
+    references = {row["size"]: row for row in rows if row["model"] == reference}
+    for row in rows:
+        ref = references.get(row["size"])
+        if ref is None:
+            continue
+        row["parameter_ratio"] = row["parameters"] / ref["parameters"]
+        row["speedup"] = ref["median_ms"] / row["median_ms"]
+        row["paired_speedup"] = statistics.median(
+            ref_ms / ms for ref_ms, ms in zip(ref["times_ms"], row["times_ms"])
+        )
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of ``benchmark_models`` rows, with the ratios of ``add_reference_ratios`` if present."""
+    with_ratios = any("speedup" in row for row in rows)
+    header = (
+        f"{'model':<14} {'size':>5} {'batch':>5} {'params (M)':>11} {'GFLOPs':>9} {'median ms':>10} {'min ms':>8} "
+        f"{'IQR ms':>8} {'peak MiB':>9}"
+    )
+    if with_ratios:
+        header += f" {'params/ref':>10} {'speed-up':>9} {'paired':>7}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        peak = "-" if row["peak_bytes"] is None else f"{row['peak_bytes'] / MiB:.1f}"
+        line = (
+            f"{row['model']:<14} {row['size']:>5} {row['batch']:>5} {row['parameters'] / 1e6:>11.2f} "
+            f"{row['flops'] / 1e9:>9.1f} {row['median_ms']:>10.1f} {row['min_ms']:>8.1f} {row['iqr_ms']:>8.1f} {peak:>9}"
+        )
+        if "speedup" in row:
+            line += f" {row['parameter_ratio']:>10.3f} {row['speedup']:>8.2f}x {row['paired_speedup']:>6.2f}x"
+        lines.append(line)
+    return "\n".join(lines)
