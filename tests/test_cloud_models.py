@@ -59,3 +59,28 @@ def test_bad_cloud_options_name_the_option(overrides, message):
     name = overrides.pop("name", "opaque")
     with pytest.raises(ValueError, match=message):
         cloud_model(name, **overrides)
+
+
+def test_training_config_and_cli_carry_the_cloud_model_to_the_training_scenes(tmp_path):
+    import argparse
+
+    from edc_lab.train.cli import add_arguments, config_from_args
+    from edc_lab.train.config import make_config
+    from edc_lab.train.run_data import build_datasets
+
+    config = make_config(profile="cpu-quick", size=32, train_count=2, val_count=1, cloud_model="opaque",
+                         cloud_options={"shadows": False}, out=str(tmp_path / "run"))
+    assert config.clouds() == {"thickness": 1.0, "thin_fraction": 0.1, "haze": 0.0, "shadows": False}
+    train_set, _ = build_datasets(config)
+    assert train_set.dataset.cloud_options["thin_fraction"] == 0.1 and train_set.dataset.cloud_options["haze"] == 0.0
+    assert config.to_dict()["cloud_options"] == {"shadows": False}
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--cloud-model", "opaque", "--cloud-haze", "0.1", "0.2", "--no-cloud-shadows",
+                              "--out", str(tmp_path / "cli")])
+    assert config_from_args(args).clouds() == {"thickness": 1.0, "thin_fraction": 0.1, "haze": (0.1, 0.2),
+                                               "shadows": False}
+    with pytest.raises(ValueError, match=r"cloud_model / cloud_options: .*expected thin_fraction in \[0, 1\], found 2"):
+        make_config(cloud_options={"thin_fraction": 2.0})
+    with pytest.raises(ValueError, match="cloud_model/cloud_options concern synthetic scenes only"):
+        make_config(data="m3mcr", root=str(tmp_path), cloud_model="opaque")
