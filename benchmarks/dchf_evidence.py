@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import platform
 import sys
 import time
@@ -42,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_evidence import median_step_seconds  # noqa: E402
+from train_evidence import claim, median_step_seconds  # noqa: E402
 
 from edc_lab.data.cloud_models import cloud_model  # noqa: E402
 from edc_lab.data.datasets import build_dataset  # noqa: E402
@@ -52,6 +50,7 @@ from edc_lab.models.geometry import format_geometry, stage_geometry  # noqa: E40
 from edc_lab.stats import equivalence_test, mean_interval, paired_interval  # noqa: E402
 from edc_lab.train import cloud_cover_sweep, evaluate, load_checkpoint, make_config, train  # noqa: E402
 from edc_lab.train.run_data import CachedDataset  # noqa: E402
+from edc_lab.viz.evidence import paired_by_seed  # noqa: E402
 
 CLOUDS = "opaque"
 #: the training settings, fixed in the protocol
@@ -119,11 +118,8 @@ def train_and_measure(seed: int, arm: str, model_name: str, extra: dict, args, d
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    try:  # claim the run, so that processes sharing the run folder split the work
-        os.close(os.open(out / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return None
+    if not claim(out):
+        return None  # another process trains it
     values = dict(SETTINGS, model=model_name, seed=seed, out=str(out), resume=True, progress=False, eval_every=0,
                   **extra)
     if args.steps:
@@ -177,14 +173,11 @@ def collect(args) -> dict[str, list[dict]]:
     return results
 
 
-def _by_seed(results: dict, arm: str, value) -> dict[int, float]:
-    return {r["seed"]: value(r) for r in results.get(arm, [])}
-
-
 def _paired(results: dict, first: str, second: str, value, confidence: float = 0.95):
-    a, b = _by_seed(results, first, value), _by_seed(results, second, value)
-    seeds = sorted(set(a) & set(b))
-    return paired_interval([a[s] for s in seeds], [b[s] for s in seeds], confidence)
+    """The paired interval of ``value(entry)`` between two arms (empty when an arm has no run yet)."""
+    if not results.get(first) or not results.get(second):
+        return paired_interval([], [], confidence)
+    return paired_interval(*paired_by_seed(results, first, second, lambda entry, run: value(entry)), confidence)
 
 
 def _metric(key: str):
@@ -260,11 +253,10 @@ def report(args) -> str:
                 lines.append(f"| {arm} | {stage + 1} | {np.mean(on):.2f} | {np.mean(off):.2f} | "
                              f"{paired_interval(off, on).text(1, 3)} |")
     if results.get("d_supervised") and results.get("d_free"):
-        a = _by_seed(results, "d_supervised", _metric("miou"))
-        b = _by_seed(results, "d_free", _metric("miou"))
-        seeds = sorted(set(a) & set(b))
-        if len(seeds) >= 2:
-            test = equivalence_test([100 * a[s] for s in seeds], [100 * b[s] for s in seeds], MARGIN)
+        supervised, free = paired_by_seed(results, "d_supervised", "d_free",
+                                          lambda entry, run: 100 * entry["metrics"]["miou"])
+        if len(free) >= 2:
+            test = equivalence_test(supervised, free, MARGIN)
             lines += ["", f"Equivalence (TOST, margin ±{MARGIN} point, α = 0.05) of D supervised − D free, mIoU all "
                       f"pixels: 90 % CI {test['interval'].text(1, 2)}, p(diff ≤ −{MARGIN}) = {test['p_lower']:.3f}, "
                       f"p(diff ≥ +{MARGIN}) = {test['p_upper']:.3f}: non-inferior {test['non_inferior']}, "

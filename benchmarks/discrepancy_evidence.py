@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_evidence import auroc_cell, mean_std, median_step_seconds, paired_cell  # noqa: E402
+from train_evidence import auroc_cell, claim, mean_std, median_step_seconds, paired_cell  # noqa: E402
 
 from edc_lab.data.datasets import build_dataset  # noqa: E402
 from edc_lab.train import cloud_cover_sweep, evaluate, load_checkpoint, make_config, train  # noqa: E402
@@ -106,10 +105,7 @@ def train_and_measure(family: str, seed: int, run: tuple, args, test_set) -> dic
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    try:  # claim the run, so that processes sharing the run folder split the work
-        os.close(os.open(out / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
+    if not claim(out):
         return None  # another process trains it
     values = dict(profile=args.profile, stage=stage, model=model_name, seed=seed, out=str(out), resume=True,
                   progress=False, eval_every=0, scene_family=family, **extra)

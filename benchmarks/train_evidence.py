@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -142,6 +143,17 @@ def main() -> None:
 
     results["_meta"] = [{"elapsed_seconds": time.perf_counter() - started}]
     write_report(results, args)
+
+
+def claim(out: Path) -> bool:
+    """Claim the run folder ``out`` (creating it) with an exclusive ``claimed`` file, so that processes
+    sharing a run folder split the work; False when another process claimed it first."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(out / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def median_step_seconds(run_dir: Path) -> float | None:

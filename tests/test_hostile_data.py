@@ -43,29 +43,12 @@ from edc_lab.predict import read_inputs
 from edc_lab.train.config import load_toml, make_config
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-from make_fake_datasets import WHU_TRAIN_NAMES, make_fake_m3mcr, make_fake_whu  # noqa: E402
+from make_fake_datasets import WHU_TRAIN_NAMES, make_fake_m3mcr, make_fake_whu, read, rewrite  # noqa: E402
 
 SIZE = 40
 
 
 # --------------------------------------------------------------------------- helpers
-def rewrite(path: Path, values: np.ndarray | None = None, **profile_changes) -> None:
-    """Rewrite a GeoTIFF with other values and/or profile entries (transform, dtype, nodata...)."""
-    with rasterio.open(path) as source:
-        old, profile = source.read(), source.profile
-    values = old if values is None else values
-    profile.update(count=values.shape[0], height=values.shape[1], width=values.shape[2], dtype=values.dtype.name,
-                   **profile_changes)
-    path.unlink()
-    with rasterio.open(path, "w", **profile) as target:
-        target.write(values)
-
-
-def read(path: Path) -> np.ndarray:
-    with rasterio.open(path) as source:
-        return source.read()
-
-
 def make_south_up(path: Path) -> Affine:
     """Rewrite ``path`` south-up over the same footprint (rows flipped, e > 0); returns the new transform."""
     with rasterio.open(path) as source:

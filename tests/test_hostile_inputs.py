@@ -36,7 +36,7 @@ from edc_lab.train.checkpoint import save_checkpoint
 from edc_lab.train.config import make_config
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-from make_fake_datasets import WHU_TEST_NAMES, WHU_TRAIN_NAMES, make_fake_m3mcr, make_fake_whu  # noqa: E402
+from make_fake_datasets import WHU_TEST_NAMES, WHU_TRAIN_NAMES, make_fake_m3mcr, make_fake_whu, read, rewrite  # noqa: E402
 
 SIZE = 40
 M3MCR_CLASS_NAMES = ["forest", "rangeland", "agriculture", "urban", "barren", "water"]
@@ -85,25 +85,6 @@ def ctx(base, tmp_path) -> SimpleNamespace:
         checkpoint=copy(base.checkpoint, "model.pt"), checkpoint7=copy(base.checkpoint7, "model7.pt"),
         out=tmp_path / "map.tif",
     )
-
-
-def rewrite(path: Path, values: np.ndarray | None = None, **profile_changes) -> None:
-    """Rewrite a GeoTIFF with other values and/or profile entries (crs, transform, nodata, dtype...)."""
-    with rasterio.open(path) as source:
-        old, profile = source.read(), source.profile
-    values = old if values is None else values
-    profile.update(count=values.shape[0], height=values.shape[1], width=values.shape[2], dtype=values.dtype.name,
-                   **profile_changes)
-    if profile.get("crs") is None:
-        profile.pop("crs", None)
-    path.unlink()
-    with rasterio.open(path, "w", **profile) as target:
-        target.write(values)
-
-
-def read(path: Path) -> np.ndarray:
-    with rasterio.open(path) as source:
-        return source.read()
 
 
 def huge_sparse_geotiff(path: Path, like: Path, bands: int = 4, dtype: str = "uint16", side: int = 100_000) -> Path:

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 import torch
 from einops import reduce
 
+from edc_lab.models.contract import call_model
 from edc_lab.models.dchf import DCHF, reliability_weighted_pool
 from edc_lab.models.discrepancy import discrepancy_auroc
 from edc_lab.models.grid import pool_to_map
@@ -66,10 +67,16 @@ def clear_cells(cloud_mask: torch.Tensor, map_size: tuple[int, int], cell: int) 
     return cloudiest == 0
 
 
-def _forward(model, optical, sar, cloud_mask):
-    if getattr(model, "needs_cloud_mask", False):
-        return model(optical, sar, cloud_mask=cloud_mask)
-    return model(optical, sar)
+def _run_with_hooks(model, attach, optical, sar, cloud_mask):
+    """Run the model once (no gradients) with ``attach(block)`` hooks on every DCHF block; returns
+    the model's output. The hooks are removed whatever happens."""
+    handles = [attach(block) for block in dchf_blocks(model)]
+    try:
+        with torch.no_grad():
+            return call_model(model, optical, sar, cloud_mask)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _record_fusion(model: torch.nn.Module, optical, sar, cloud_mask) -> list[dict]:
@@ -81,15 +88,9 @@ def _record_fusion(model: torch.nn.Module, optical, sar, cloud_mask) -> list[dic
             info = output[3]
             tokens, _ = reliability_weighted_pool(info["local_mix"], info["reliability"], block.cell, block.eps)
             records.append({"context": info["global_context"].detach(), "tokens": tokens.detach()})
-        return hook
+        return block.register_forward_hook(hook)
 
-    handles = [block.register_forward_hook(keep(block)) for block in dchf_blocks(model)]
-    try:
-        with torch.no_grad():
-            _forward(model, optical, sar, cloud_mask)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _run_with_hooks(model, keep, optical, sar, cloud_mask)
     return records
 
 
@@ -195,13 +196,7 @@ def _raw_disagreements(model, optical, sar, cloud_mask) -> list[torch.Tensor]:
         optical_embedding, sar_embedding = module.discrepancy.embed(args[0], args[1])
         found.append((optical_embedding - sar_embedding).abs().mean(1, keepdim=True).detach())
 
-    handles = [block.register_forward_pre_hook(hook) for block in dchf_blocks(model)]
-    try:
-        with torch.no_grad():
-            _forward(model, optical, sar, cloud_mask)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _run_with_hooks(model, lambda block: block.register_forward_pre_hook(hook), optical, sar, cloud_mask)
     return found
 
 
@@ -220,6 +215,6 @@ def disagreement_auroc(model: torch.nn.Module, optical: torch.Tensor, sar: torch
         with redistribution_off(blocks[stage - 1]):
             without.append(_raw_disagreements(model, optical, sar, cloud_mask)[stage])
     with torch.no_grad():
-        learnt = _forward(model, optical, sar, cloud_mask)["discrepancy"]
+        learnt = call_model(model, optical, sar, cloud_mask)["discrepancy"]
     score = lambda maps: [discrepancy_auroc(m, cloud_mask) for m in maps]  # noqa: E731
     return {"raw": score(raw), "raw_no_previous_redistribution": score(without), "learnt": score(learnt)}

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_dtype", "check_image", "check_inputs", "model_output", "parameter_dtype"]
+__all__ = ["call_model", "check_dtype", "check_image", "check_inputs", "model_output", "parameter_dtype"]
 
 #: the tensor method that converts to each floating dtype (what the messages suggest)
 _CONVERSIONS = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
@@ -112,3 +112,14 @@ def model_output(logits, cloudfree=None, discrepancy=(), reliability=(), gates=(
         "gates": list(gates),
         "features": list(features),
     }
+
+
+def call_model(model, optical: torch.Tensor, sar: torch.Tensor, cloud_mask: torch.Tensor | None = None,
+               reads_mask: bool | None = None) -> dict:
+    """``model(optical, sar)``, plus ``cloud_mask=`` for a model that reads the true mask (the
+    ``"oracle"`` arm of ``EDCConfig.reliability``, ``model.needs_cloud_mask``); every other model
+    is called without it. ``reads_mask`` overrides the attribute (a DDP wrapper does not have it).
+    """
+    if reads_mask is None:
+        reads_mask = bool(getattr(model, "needs_cloud_mask", False))
+    return model(optical, sar, cloud_mask=cloud_mask) if reads_mask else model(optical, sar)

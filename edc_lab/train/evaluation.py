@@ -15,6 +15,8 @@ from contextlib import nullcontext
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from edc_lab.models.contract import call_model
+
 from edc_lab.train import distributed
 from edc_lab.train.metrics import IGNORE_INDEX, CloudRemovalMeter, SegmentationMeter, auroc, discrepancy_targets
 from edc_lab.train.run_data import to_device
@@ -39,12 +41,8 @@ def forward(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tensor, ba
 
     ``reads_mask`` defaults to ``model.needs_cloud_mask``; pass it for a wrapped (DDP) model.
     """
-    if reads_mask is None:
-        reads_mask = bool(getattr(model, "needs_cloud_mask", False))
-    if not reads_mask:
-        return model(optical, sar)
     mask = batch["cloud_mask"] if inputs == "cloudy" else torch.zeros_like(batch["cloud_mask"])
-    return model(optical, sar, cloud_mask=mask)
+    return call_model(model, optical, sar, mask, reads_mask)
 
 
 @torch.no_grad()

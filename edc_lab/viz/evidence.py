@@ -49,6 +49,7 @@ __all__ = [
     "load_evidence",
     "paired_difference",
     "paired_differences",
+    "paired_by_seed",
     "cover_sweep",
     "plot_cover_sweep",
     "plot_paired_differences",
@@ -161,18 +162,26 @@ def paired_difference(results: dict[str, list[dict]], first: str, second: str, k
     ddof = 1, so it is nan for a single seed. Raises ValueError if a run is missing
     (naming the runs available) or the two runs share no seed.
     """
+    first_values, second_values = paired_by_seed(results, first, second,
+                                                 lambda entry, run: 100.0 * _value(entry, key, run, cover))
+    differences = first_values - second_values
+    std = float(np.std(differences, ddof=1)) if len(differences) > 1 else math.nan
+    return float(np.mean(differences)), std
+
+
+def paired_by_seed(results: dict[str, list[dict]], first: str, second: str, value) -> tuple[np.ndarray, np.ndarray]:
+    """``value(entry, run)`` of ``first`` and of ``second`` for every seed both runs have, in seed order.
+
+    Raises ValueError if a run is missing (naming the runs available) or the two share no seed.
+    """
     first_seeds = {entry["seed"]: entry for entry in _run(results, first)}
     second_seeds = {entry["seed"]: entry for entry in _run(results, second)}
     seeds = sorted(set(first_seeds) & set(second_seeds))
     if not seeds:
         raise ValueError(f"runs {first!r} (seeds {sorted(first_seeds)}) and {second!r} "
                          f"(seeds {sorted(second_seeds)}) share no seed to pair")
-    differences = np.array([
-        100.0 * (_value(first_seeds[s], key, first, cover) - _value(second_seeds[s], key, second, cover))
-        for s in seeds
-    ])
-    std = float(np.std(differences, ddof=1)) if len(differences) > 1 else math.nan
-    return float(np.mean(differences)), std
+    return (np.array([value(first_seeds[s], first) for s in seeds], dtype=float),
+            np.array([value(second_seeds[s], second) for s in seeds], dtype=float))
 
 
 def paired_differences(results: dict[str, list[dict]],
@@ -275,15 +284,9 @@ def paired_intervals(results: dict[str, list[dict]], pairs: Sequence[tuple[str, 
     t-based confidence interval (``edc_lab.stats.paired_interval``, scipy.stats)."""
     from edc_lab.stats import paired_interval
 
-    intervals = {}
-    for first, second, label in pairs:
-        first_seeds = {entry["seed"]: entry for entry in _run(results, first)}
-        second_seeds = {entry["seed"]: entry for entry in _run(results, second)}
-        seeds = sorted(set(first_seeds) & set(second_seeds))
-        intervals[label] = paired_interval([100.0 * _value(first_seeds[s], key, first, None) for s in seeds],
-                                           [100.0 * _value(second_seeds[s], key, second, None) for s in seeds],
-                                           confidence)
-    return intervals
+    points = lambda entry, run: 100.0 * _value(entry, key, run, None)  # noqa: E731
+    return {label: paired_interval(*paired_by_seed(results, first, second, points), confidence)
+            for first, second, label in pairs}
 
 
 def plot_paired_intervals(results: dict[str, list[dict]], pairs: Sequence[tuple[str, str, str]],

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import xarray as xr
 from affine import Affine
 
@@ -107,6 +108,26 @@ def main(argv: list[str]) -> int:
     make_fake_whu(out / "whu")
     print(f"fake M3M-CR and WHU-OPT-SAR datasets written to {out}")
     return 0
+
+
+# --------------------------------------------------------------------------- editing a GeoTIFF in a test
+def rewrite(path: Path, values: np.ndarray | None = None, **profile_changes) -> None:
+    """Rewrite a GeoTIFF with other values and/or profile entries (crs, transform, nodata, dtype...)."""
+    with rasterio.open(path) as source:
+        old, profile = source.read(), source.profile
+    values = old if values is None else values
+    profile.update(count=values.shape[0], height=values.shape[1], width=values.shape[2], dtype=values.dtype.name,
+                   **profile_changes)
+    if profile.get("crs") is None:
+        profile.pop("crs", None)
+    path.unlink()
+    with rasterio.open(path, "w", **profile) as target:
+        target.write(values)
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as source:
+        return source.read()
 
 
 if __name__ == "__main__":
