@@ -190,7 +190,7 @@ def test_diagram_of_the_larger_sizes(name):
 def test_diagram_on_given_axes_and_refusals():
     figure, axes = plt.subplots(dpi=120)
     assert plot_architecture(build_model("edc_tiny"), ax=axes) is figure
-    assert set(DIAGRAM_MODELS) == {"edc_tiny", "edc_small", "edc_base", "dense_edc", "edc_no_dchf", "edc_no_cr"}
+    assert set(DIAGRAM_MODELS) == {"edc_tiny", "edc_small", "edc_base", "edc_paper", "dense_edc", "edc_no_dchf", "edc_no_cr"}
     for name in ("early_fusion", "optical_only", "sar_only", "cloudseg_ref"):
         with torch.device("meta"):
             model = build_model(name)

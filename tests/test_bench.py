@@ -130,12 +130,22 @@ def test_cli_models_writes_json_and_prints_a_table(tmp_path, capsys):
     assert row["flops"] > 0 and row["median_ms"] > 0 and row["peak_bytes"] > 0
     assert row["build_args"]["name"] == "edc_tiny"
     assert result["machine"]["torch"] == torch.__version__
+    # every parameter of edc_tiny reaches an output; the ratio to the reference is printed beside the total's
+    assert row["used_parameters"] == row["parameters"]
+    assert row["used_parameter_ratio"] == pytest.approx(row["used_parameters"] / result["rows"][1]["used_parameters"])
+    # the machine's attainable GFLOP/s, measured in the same run, and each model's share of it
+    attainable = result["attainable"]
+    assert attainable["attainable_gflops"] == max(attainable["matmul_gflops"], attainable["conv_gflops"]) > 0
+    assert row["achieved_gflops"] == pytest.approx(row["flops"] / row["median_ms"] * 1e3 / 1e9)
+    assert row["attainable_share"] == pytest.approx(row["achieved_gflops"] / attainable["attainable_gflops"])
+    assert "GFLOP/s" in printed and "attainable on this machine" in printed
 
 
 def test_cli_train_mode_and_attention_mode(tmp_path, capsys):
     assert cli_main(["bench", "--models", "edc_tiny", "--sizes", "32", "--batch", "2", "--mode", "train",
-                     "--repeats", "1", "--warmup", "0", "--no-memory"]) == 0
-    assert "edc_tiny" in capsys.readouterr().out
+                     "--repeats", "1", "--warmup", "0", "--no-memory", "--no-attainable"]) == 0
+    printed = capsys.readouterr().out
+    assert "edc_tiny" in printed and "attainable on this machine" not in printed
     out = tmp_path / "attention.json"
     assert cli_main(["bench", "--attention", "--sizes", "8", "16", "--dim", "16", "--repeats", "1",
                      "--warmup", "0", "--out", str(out)]) == 0
@@ -165,3 +175,32 @@ def test_reference_ratios_by_hand():
     assert rows[1]["speedup"] == 1.0
     assert "paired" in bench.format_table([{**row, "iqr_ms": 0.0, "min_ms": 1.0, "batch": 1, "flops": 1e9,
                                             "peak_bytes": None} for row in rows])
+
+
+def test_used_parameters_leaves_out_what_no_output_depends_on():
+    class WithSpare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Linear(3, 2)      # 8 parameters
+            self.spare = nn.Linear(3, 5)     # 20, never called
+            self.dead_end = nn.Linear(3, 4)  # 16, called but its result is dropped
+
+        def forward(self, x):
+            self.dead_end(x)
+            return {"out": self.used(x), "count": torch.tensor(3)}
+
+    model = WithSpare().eval()
+    model.used.weight.grad = torch.ones(2, 3)  # a gradient the caller had: kept as it was
+    assert bench.used_parameters(model, (torch.rand(4, 3),)) == 8
+    assert torch.equal(model.used.weight.grad, torch.ones(2, 3)) and model.spare.weight.grad is None
+    assert not model.training
+
+
+def test_attainable_throughput_by_its_flop_count():
+    result = bench.attainable_throughput(repeats=1, warmup=0, matmul_side=64, conv_channels=8, conv_side=16)
+    assert result["matmul_gflops"] > 0 and result["conv_gflops"] > 0
+    assert result["attainable_gflops"] == max(result["matmul_gflops"], result["conv_gflops"])
+    assert (result["matmul_side"], result["conv_channels"], result["conv_side"]) == (64, 8, 16)
+    rows = [{"flops": 2e9, "median_ms": 100.0}]
+    bench.add_efficiency(rows, {"attainable_gflops": 40.0})
+    assert rows[0]["achieved_gflops"] == pytest.approx(20.0) and rows[0]["attainable_share"] == pytest.approx(0.5)

@@ -13,7 +13,8 @@ This package measures such claims instead of quoting them:
   dense-attention block on ``size x size`` token maps, and ``crossover``, the
   smallest size at which HAT is cheaper;
 * ``comparison.py``: ``benchmark_models``, several models timed interleaved at
-  the same sizes; ``add_reference_ratios``, ``format_table``;
+  the same sizes; ``add_reference_ratios``, ``add_efficiency`` (achieved GFLOP/s and
+  share of the attainable), ``format_table``;
 * ``cli.py``: ``edc-lab bench`` (``add_arguments``, ``run``).
 
 Command line: ``edc-lab bench --models edc_base cloudseg_ref --sizes 512 --device cpu
@@ -27,15 +28,18 @@ Whose idea: everything here is edc_lab's measuring harness.
 
 from edc_lab.bench.attention import attention_cost_curve, crossover, format_attention_table
 from edc_lab.bench.cli import add_arguments, check_bench_output, is_bench_result, run
-from edc_lab.bench.comparison import add_reference_ratios, benchmark_models, format_table, machine_description
+from edc_lab.bench.comparison import (add_efficiency, add_reference_ratios, benchmark_models, format_table,
+                                      machine_description)
 from edc_lab.bench.measure import (
     LiveTensorBytes,
     MiB,
+    attainable_throughput,
     compare_latency,
     count_flops,
     count_parameters,
     measure_latency,
     peak_memory,
+    used_parameters,
 )
 
 __all__ = [
@@ -45,6 +49,9 @@ __all__ = [
     "compare_latency",
     "peak_memory",
     "LiveTensorBytes",
+    "used_parameters",
+    "attainable_throughput",
+    "add_efficiency",
     "attention_cost_curve",
     "crossover",
     "benchmark_models",

@@ -16,8 +16,9 @@ import sys
 import torch
 
 from edc_lab.bench.attention import attention_cost_curve, crossover, format_attention_table
-from edc_lab.bench.comparison import add_reference_ratios, benchmark_models, format_table, machine_description
-from edc_lab.bench.measure import MiB
+from edc_lab.bench.comparison import (add_efficiency, add_reference_ratios, benchmark_models, format_table,
+                                      machine_description)
+from edc_lab.bench.measure import MiB, attainable_throughput
 from edc_lab.models import MODEL_NAMES
 from edc_lab.options import int_in
 
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("inference", "train"), default="inference",
                         help="time an inference forward or a training step (forward + backward)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--no-attainable", action="store_true",
+                        help="skip measuring the machine's attainable GFLOP/s (a large matrix product and "
+                             "convolution) and each model's share of it")
     parser.add_argument("--scale", choices=("tiny", "small", "base"), default=None,
                         help="EDC size at which to build the baselines and ablations among --models (default tiny)")
     parser.add_argument("--reference", default=None,
@@ -135,9 +139,18 @@ def run(args: argparse.Namespace) -> int:
         )
         if reference:
             add_reference_ratios(rows, reference)
+        if not args.no_attainable:
+            print("measuring the attainable GFLOP/s (matrix product, convolution)", file=sys.stderr, flush=True)
+            attainable = attainable_throughput(args.device, repeats=args.repeats, warmup=max(args.warmup, 1))
+            add_efficiency(rows, attainable)
+            result["attainable"] = attainable
         result["rows"] = rows
         result["reference"] = reference
         print(format_table(rows))
+        if "attainable" in result:
+            print(f"attainable on this machine ({result['attainable']['threads']} threads): matrix product "
+                  f"{result['attainable']['matmul_gflops']:.1f} GFLOP/s, convolution "
+                  f"{result['attainable']['conv_gflops']:.1f} GFLOP/s; share = a model's GFLOP/s / the larger")
     if args.out:
         from edc_lab.data.outputs import atomic_output
 

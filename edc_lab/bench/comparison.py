@@ -14,9 +14,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from edc_lab.bench.measure import MiB, compare_latency, count_flops, count_parameters, peak_memory
+from edc_lab.bench.measure import MiB, compare_latency, count_flops, count_parameters, peak_memory, used_parameters
 from edc_lab.models import build_model
 
+#: the input side of the one forward + backward that finds which parameters a model uses
+USED_PROBE_SIZE = 64
 
 
 def machine_description() -> dict:
@@ -81,7 +83,9 @@ def benchmark_models(
     For each size all models are timed *interleaved* (``compare_latency``), so their
     ratios are comparable on a shared machine. ``mode="train"`` times a forward +
     backward step (no optimizer) in training mode instead of an inference forward.
-    ``overrides`` maps a model name to ``build_model`` overrides.
+    ``overrides`` maps a model name to ``build_model`` overrides. Each row also has
+    ``used_parameters`` (``used_parameters``, found once per model on a small input: which
+    parameters reach an output does not depend on the size).
     """
     if mode not in ("inference", "train"):
         raise ValueError(f"benchmark_models: mode must be 'inference' or 'train', found {mode!r}")
@@ -92,6 +96,12 @@ def benchmark_models(
     for name in names:
         model = build_model(name, in_sar=in_sar, **overrides.get(name, {})).to(device)
         models[name] = model.train() if mode == "train" else model.eval()
+    used = {}
+    for name, model in models.items():
+        log(f"finding the parameters {name} uses")
+        probe = torch.Generator().manual_seed(seed)
+        used[name] = used_parameters(model, (torch.rand(1, 4, USED_PROBE_SIZE, USED_PROBE_SIZE, generator=probe).to(device),
+                                             torch.rand(1, in_sar, USED_PROBE_SIZE, USED_PROBE_SIZE, generator=probe).to(device)))
     rows = []
     for size in sizes:
         generator = torch.Generator().manual_seed(seed)
@@ -115,6 +125,7 @@ def benchmark_models(
                     "mode": mode,
                     "device": str(device),
                     "parameters": count_parameters(model),
+                    "used_parameters": used[name],
                     "flops": flops[name],
                     **{key: value for key, value in latency[name].items()},
                     "peak_bytes": peak["peak_bytes"],
@@ -137,21 +148,34 @@ def add_reference_ratios(rows: list[dict], reference: str) -> None:
         if ref is None:
             continue
         row["parameter_ratio"] = row["parameters"] / ref["parameters"]
+        if "used_parameters" in row and "used_parameters" in ref:
+            row["used_parameter_ratio"] = row["used_parameters"] / ref["used_parameters"]
         row["speedup"] = ref["median_ms"] / row["median_ms"]
         row["paired_speedup"] = statistics.median(
             ref_ms / ms for ref_ms, ms in zip(ref["times_ms"], row["times_ms"])
         )
 
 
+def add_efficiency(rows: list[dict], attainable: dict) -> None:
+    """Add ``achieved_gflops`` (FLOPs / median time) and ``attainable_share`` (of
+    ``attainable["attainable_gflops"]``, from ``measure.attainable_throughput``) to each row, in place."""
+    for row in rows:
+        row["achieved_gflops"] = row["flops"] / (row["median_ms"] / 1000.0) / 1e9
+        row["attainable_share"] = row["achieved_gflops"] / attainable["attainable_gflops"]
+
+
 def format_table(rows: list[dict]) -> str:
     """A plain-text table of ``benchmark_models`` rows, with the ratios of ``add_reference_ratios`` if present."""
     with_ratios = any("speedup" in row for row in rows)
+    with_efficiency = any("attainable_share" in row for row in rows)
     header = (
         f"{'model':<14} {'size':>5} {'batch':>5} {'params (M)':>11} {'GFLOPs':>9} {'median ms':>10} {'min ms':>8} "
         f"{'IQR ms':>8} {'peak MiB':>9}"
     )
     if with_ratios:
-        header += f" {'params/ref':>10} {'speed-up':>9} {'paired':>7}"
+        header += f" {'params/ref':>10} {'used/ref':>8} {'speed-up':>9} {'paired':>7}"
+    if with_efficiency:
+        header += f" {'GFLOP/s':>8} {'share':>6}"
     lines = [header, "-" * len(header)]
     for row in rows:
         peak = "-" if row["peak_bytes"] is None else f"{row['peak_bytes'] / MiB:.1f}"
@@ -160,6 +184,10 @@ def format_table(rows: list[dict]) -> str:
             f"{row['flops'] / 1e9:>9.1f} {row['median_ms']:>10.1f} {row['min_ms']:>8.1f} {row['iqr_ms']:>8.1f} {peak:>9}"
         )
         if "speedup" in row:
-            line += f" {row['parameter_ratio']:>10.3f} {row['speedup']:>8.2f}x {row['paired_speedup']:>6.2f}x"
+            used = row.get("used_parameter_ratio")
+            line += (f" {row['parameter_ratio']:>10.3f} {'-' if used is None else format(used, '.3f'):>8}"
+                     f" {row['speedup']:>8.2f}x {row['paired_speedup']:>6.2f}x")
+        if "attainable_share" in row:
+            line += f" {row['achieved_gflops']:>8.1f} {row['attainable_share']:>6.1%}"
         lines.append(line)
     return "\n".join(lines)

@@ -20,7 +20,11 @@
   tensor using it is freed. This is what ``max_memory_allocated`` measures on a
   GPU, minus the scratch buffers that kernels allocate internally (e.g. im2col);
   it excludes the weights and inputs, which exist before the call. It is
-  deterministic, unlike the process's resident size.
+  deterministic, unlike the process's resident size;
+* ``used_parameters(model, inputs)``: the parameters an output depends on (a parameter
+  that is built but never reaches an output is not counted);
+* ``attainable_throughput()``: GFLOP/s of a large fp32 matrix product and a large
+  convolution on this machine, what a model's achieved GFLOP/s is compared with.
 
 Whose idea: edc_lab's measuring harness.
 """
@@ -194,3 +198,74 @@ def peak_memory(fn: Callable[[], object], device="cpu") -> dict:
         result = fn()
     del result
     return {"peak_bytes": int(tracker.peak_bytes), "method": "peak live tensor bytes (TorchDispatchMode)"}
+
+
+def used_parameters(model: torch.nn.Module, inputs: Sequence) -> int:
+    """Parameters an output of ``model(*inputs)`` depends on: those that receive a gradient when the
+    sum of every floating output is back-propagated (one forward + backward, gradients cleared after).
+
+    A parameter that is built but never reaches an output (e.g. a head the model does not call)
+    is left out; this is the count to compare between models ("forward-used"). Which parameters
+    are used does not depend on the input size, so small ``inputs`` suffice.
+    """
+    previous = {name: parameter.grad for name, parameter in model.named_parameters()}
+    was_training = model.training
+    model.zero_grad(set_to_none=True)
+    try:
+        with torch.enable_grad():
+            outputs = model(*inputs)
+            loss = sum(leaf.float().sum() for leaf in tree_leaves(outputs) if _is_float_tensor(leaf))
+            loss.backward()
+        # a parameter whose gradient is exactly zero everywhere is still used (e.g. a gate that
+        # saturates on this input): what counts is that the graph reaches it
+        return sum(p.numel() for p in model.parameters() if p.grad is not None)
+    finally:
+        for name, parameter in model.named_parameters():
+            parameter.grad = previous[name]
+        model.train(was_training)
+
+
+#: the default problems of :func:`attainable_throughput`: a square fp32 matrix product of this side,
+#: and a 3x3 convolution of this many channels on a map of this side (batch 1), both large enough
+#: that the kernels run at their best and small enough to take well under a second per call on a CPU
+MATMUL_SIDE = 2048
+CONV_CHANNELS, CONV_SIDE = 256, 128
+
+
+def attainable_throughput(device="cpu", repeats: int = 5, warmup: int = 2, matmul_side: int = MATMUL_SIDE,
+                          conv_channels: int = CONV_CHANNELS, conv_side: int = CONV_SIDE) -> dict:
+    """What this machine attains on the two operations that dominate the models: GFLOP/s of a large
+    fp32 matrix product (``torch.mm``, ``matmul_side``³) and of a large 3×3 convolution
+    (``conv_channels`` → ``conv_channels`` on ``conv_side``², batch 1, padding 1), each the median of
+    ``repeats`` calls after ``warmup``, with the threads torch uses now.
+
+    Returns ``{"matmul_gflops", "conv_gflops", "attainable_gflops" (the larger), "matmul_side",
+    "conv_channels", "conv_side", "threads"}``. A model's achieved GFLOP/s divided by
+    ``attainable_gflops`` is the share of the machine it uses (``add_efficiency``): not the
+    hardware's theoretical peak, but what PyTorch's own best kernels reach on it.
+    """
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(matmul_side, matmul_side, generator=generator).to(device)
+    b = torch.rand(matmul_side, matmul_side, generator=generator).to(device)
+    image = torch.rand(1, conv_channels, conv_side, conv_side, generator=generator).to(device)
+    weight = torch.rand(conv_channels, conv_channels, 3, 3, generator=generator).to(device)
+
+    def matmul():
+        return torch.mm(a, b)
+
+    def conv():
+        return torch.nn.functional.conv2d(image, weight, padding=1)
+
+    with torch.no_grad():
+        flops = {"matmul": count_flops(matmul), "conv": count_flops(conv)}
+        latency = compare_latency({"matmul": matmul, "conv": conv}, repeats, warmup, device)
+    rates = {name: flops[name] / (latency[name]["median_ms"] / 1000.0) / 1e9 for name in flops}
+    return {
+        "matmul_gflops": rates["matmul"],
+        "conv_gflops": rates["conv"],
+        "attainable_gflops": max(rates.values()),
+        "matmul_side": matmul_side,
+        "conv_channels": conv_channels,
+        "conv_side": conv_side,
+        "threads": torch.get_num_threads(),
+    }

@@ -17,7 +17,7 @@ memory) and refused above ``MAX_PARAMETERS``. The divisibility rules (heads
 dividing widths, carriers dividing windows) are the configs' own
 (``EDCConfig``, ``CloudSegConfig``).
 
-Names: ``edc_tiny``, ``edc_small``, ``edc_base`` (EDC, ``edc.py``);
+Names: ``edc_tiny``, ``edc_small``, ``edc_base``, ``edc_paper`` (EDC, ``edc.py``);
 ``optical_only``, ``sar_only``, ``early_fusion``, ``dense_edc``,
 ``edc_no_dchf``, ``edc_no_cr`` (``baselines.py``); ``cloudseg_ref`` (the
 CloudSeg-sized reference for the efficiency comparison, ``cloudseg.py``).
@@ -42,6 +42,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "edc_tiny",
     "edc_small",
     "edc_base",
+    "edc_paper",
     "optical_only",
     "sar_only",
     "early_fusion",
