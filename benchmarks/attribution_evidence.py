@@ -165,7 +165,8 @@ def notebook_report(evidence: dict) -> list[str]:
                              for key in ("cloudy", "clear")]
             trained_minus.append(paired(evidence, (name, "rise"), (name, "random_rise"), removal))
             lines.append(f"| {name} | {pct(level(evidence, name, removal, 'cloudy'), False)} | "
-                         f"{pct(level(evidence, name, removal, 'clear'), False)} | {pct(rise(evidence, name, removal))} | "
+                         f"{pct(level(evidence, name, removal, 'clear'), False)} | "
+                         f"{pct(rise(evidence, name, removal))} | "
                          f"{pct(rise(evidence, name, removal, randomised=True))} | "
                          + " | ".join(pct(interval) for interval in trained_minus) + " |")
         lines.append("")
@@ -220,8 +221,9 @@ def decisions(evidence: dict) -> list[str]:
                     out.append(f"- R ({removal}): {name}'s SAR share on {side} pixels does not differ from its "
                                f"randomised copy's ({interval.text(100)} points).")
             interval = paired(evidence, (name, "rise"), (name, "random_rise"), removal)
+            reading = "differs" if verdict(interval) != "contains" else "not distinguishable from an untrained network"
             out.append(f"- R ({removal}): {name}'s rise minus its randomised copy's = {interval.text(100)} points: "
-                       f"{'differs' if verdict(interval) != 'contains' else 'not distinguishable from an untrained network'}.")
+                       f"{reading}.")
             for what in ("optical", "sar"):
                 absolute = level(evidence, name, removal, f"rho_{what}")
                 signed = level(evidence, name, removal, f"signed_rho_{what}")

@@ -185,7 +185,7 @@ def test_dchf_widget_draws_on_creation_and_on_change(model, monkeypatch):
     monkeypatch.setattr(fusion_widgets, "dchf_gating_view", lambda model, **values: calls.append(values))
     widget = dchf_gating_widget(model, size=64)
     assert len(calls) == 1, "the callback must run when the widget is created, before any control moves"
-    assert calls[0]["cloud_cover"] == 0.4 and calls[0]["reliability"] == "learnt" and calls[0]["show"]
+    assert calls[0]["cloud_cover"] == 0.4 and calls[0]["reliability"] == "model" and calls[0]["show"]
     slider = widget.children[0].children[0]
     slider.value = 0.7
     assert len(calls) == 2 and calls[-1]["cloud_cover"] == 0.7

@@ -17,6 +17,13 @@ and split the model's score for it between the inputs.
   on each encoder stage's fused features and DCHF's gates;
 * ``plots``: the maps side by side, the group shares, the stages;
 * ``widget``: the explorer of notebook 07 (model, class, region, method, baseline);
+* ``sanity``: the checks to run before any interpretation: completeness against ``F``
+  computed independently (``completeness_check``, ``complete_attributions``) and model
+  randomisation (Adebayo et al., 2018: ``randomised_copy``, ``model_randomisation``,
+  ``rank_correlation``);
+* ``sides``: ``shares_by_side`` — the SAR share on the cloudy and the clear pixels of each
+  scene's class, over many scenes (notebook 07 and ``benchmarks/attribution_evidence.py``);
+* ``evidence``: the committed multi-seed evidence read as intervals and the protocol's verdicts;
 * ``checks``: the argument checks every entry point runs first (masks are boolean or
   0/1, not probability maps; counts >= 1; finite inputs), one ``ValueError`` each.
 
@@ -51,8 +58,20 @@ from edc_lab.explain.layers import (
     find_stage_layers,
     layer_contributions,
 )
-from edc_lab.explain.pixels import PIXEL_METHODS, PixelAttributions, pixel_attributions
-from edc_lab.explain.plots import plot_attribution_maps, plot_layer_contributions, plot_modality_shares
+from edc_lab.explain.pixels import INTEGRATION_RULES, PIXEL_METHODS, PixelAttributions, pixel_attributions
+from edc_lab.explain.plots import (plot_attribution_maps, plot_layer_contributions, plot_modality_shares,
+                                   plot_randomisation)
+from edc_lab.explain.sanity import (
+    Completeness,
+    RandomisationCheck,
+    complete_attributions,
+    completeness_check,
+    logit_layers,
+    model_randomisation,
+    randomised_copy,
+    rank_correlation,
+)
+from edc_lab.explain.sides import SIDES, SideShares, shares_by_side
 from edc_lab.explain.region import OUTPUTS, RegionScore
 from edc_lab.explain.widget import REGION_CHOICES, attribution_view, attribution_widget, region_for
 
@@ -64,6 +83,7 @@ __all__ = [
     "gaussian_blur",
     "make_baselines",
     "PIXEL_METHODS",
+    "INTEGRATION_RULES",
     "PixelAttributions",
     "pixel_attributions",
     "GROUPS",
@@ -80,6 +100,18 @@ __all__ = [
     "plot_attribution_maps",
     "plot_modality_shares",
     "plot_layer_contributions",
+    "plot_randomisation",
+    "Completeness",
+    "completeness_check",
+    "complete_attributions",
+    "RandomisationCheck",
+    "logit_layers",
+    "model_randomisation",
+    "randomised_copy",
+    "rank_correlation",
+    "SIDES",
+    "SideShares",
+    "shares_by_side",
     "REGION_CHOICES",
     "region_for",
     "attribution_view",

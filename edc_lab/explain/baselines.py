@@ -17,6 +17,13 @@ baseline *is* the question being asked, and zero is not a neutral choice here:
   and backscatter and removes texture, edges and small objects; attributions
   then measure what the *spatial detail* contributes. Blurring does not remove
   large uniform objects (a lake wider than a few sigma stays a lake).
+* ``"mean"``: each band of each image replaced by its own spatial mean (one constant per band and
+  sample). It removes *everything* spatial: texture and speckle as the blur does, but also every
+  object, edge and land-cover pattern, keeping only the scene's overall colour and backscatter.
+  Attributions then measure whether the image's content is used at all. This is the second
+  removal of the attribution evidence: with the blur, a "SAR contribution" is mostly what speckle
+  does (the blurred SAR is a cleaner picture of the land cover than the real one); with the mean,
+  removing the SAR removes the radar's picture of the land cover.
 * ``"cloudfree"``: the cloud-free optical image (``optical_clear``, where the
   data has it) with the real SAR. Optical attributions then split
   ``F(cloudy) - F(cloud-free)``, i.e. what the *clouds* changed, between the
@@ -29,7 +36,10 @@ baseline *is* the question being asked, and zero is not a neutral choice here:
 Captum (Kokhlikyan et al., "Captum: A unified and generic model
 interpretability library for PyTorch", 2020, https://captum.ai) takes the
 baselines as a tuple of tensors; this module only builds them. The list of
-baselines and their physical reading are edc_lab's.
+baselines and their physical reading are edc_lab's (the zero, blurred and mean references are
+common choices in the attribution literature, e.g. Sturmfels, Lundberg and Lee, "Visualizing
+the Impact of Feature Attribution Baselines", Distill 2020,
+https://distill.pub/2020/attribution-baselines/).
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ import torch.nn.functional as F
 
 __all__ = ["BASELINES", "BLUR_SIGMA", "gaussian_blur", "make_baselines", "BaselineSpec"]
 
-BASELINES = ("zero", "blur", "cloudfree")
+BASELINES = ("zero", "blur", "mean", "cloudfree")
 #: default Gaussian sigma of the ``"blur"`` baseline, in input pixels
 BLUR_SIGMA = 4.0
 
@@ -77,13 +87,16 @@ def make_baselines(
     sigma: float = BLUR_SIGMA,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(optical_baseline (B, C_o, H, W), sar_baseline (B, C_s, H, W))`` for ``baseline`` in
-    ``"zero"``, ``"blur"`` (``sigma`` pixels), ``"cloudfree"`` (needs ``optical_clear``) or a
-    tensor pair (broadcast to the inputs' shapes). See the module docstring for what each means."""
+    ``"zero"``, ``"blur"`` (``sigma`` pixels), ``"mean"`` (each band's spatial mean), ``"cloudfree"``
+    (needs ``optical_clear``) or a tensor pair (broadcast to the inputs' shapes). See the module docstring for what each means."""
     if isinstance(baseline, str):
         if baseline == "zero":
             return torch.zeros_like(optical), torch.zeros_like(sar)
         if baseline == "blur":
             return gaussian_blur(optical, sigma), gaussian_blur(sar, sigma)
+        if baseline == "mean":
+            return (optical.mean(dim=(2, 3), keepdim=True).expand_as(optical).clone(),
+                    sar.mean(dim=(2, 3), keepdim=True).expand_as(sar).clone())
         if baseline == "cloudfree":
             if optical_clear is None:
                 raise ValueError(

@@ -44,9 +44,11 @@ from torch import nn
 from edc_lab.explain.baselines import BLUR_SIGMA, BaselineSpec
 from edc_lab.explain.region import Region, explanation_inputs
 
-__all__ = ["PIXEL_METHODS", "PixelAttributions", "pixel_attributions"]
+__all__ = ["PIXEL_METHODS", "INTEGRATION_RULES", "PixelAttributions", "pixel_attributions"]
 
 PIXEL_METHODS = ("integrated_gradients", "input_x_gradient", "gradient_shap")
+#: captum's rules for Integrated Gradients' integral (``IntegratedGradients.attribute(method=...)``)
+INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
 
 @dataclass
@@ -62,6 +64,9 @@ class PixelAttributions:
             ``None`` for ``input_x_gradient``; for ``gradient_shap`` ``(B, n_samples)``, one per random
             point (GradientShap is complete only in expectation).
         method, baseline: how they were computed; ``units``: ``"logit"`` or ``"probability"``.
+        baselines: the ``(optical, sar)`` baseline tensors the attributions compare with (all zero for
+            ``input_x_gradient``), so a check can recompute ``F(b)`` on its own
+            (``edc_lab.explain.sanity.completeness_check``).
     """
 
     optical: torch.Tensor
@@ -72,6 +77,7 @@ class PixelAttributions:
     method: str
     baseline: str
     units: str
+    baselines: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def optical_map(self) -> torch.Tensor:
@@ -107,6 +113,7 @@ def pixel_attributions(
     output: str = "logit",
     n_steps: int = 64,
     internal_batch_size: int | None = None,
+    integration: str = "gausslegendre",
     n_samples: int = 16,
     stdevs: float = 0.0,
     blur_sigma: float = BLUR_SIGMA,
@@ -122,6 +129,8 @@ def pixel_attributions(
             tensor pair; see ``edc_lab.explain.baselines``.
         n_steps: IG integration points (64 keeps ``|delta|`` below 1e-2 logit for edc_tiny in our tests).
         internal_batch_size: IG evaluates at most this many path points at once (memory); ``None`` = all.
+        integration: IG's quadrature rule, one of ``INTEGRATION_RULES`` (captum's ``method``):
+            Gauss-Legendre (default) or a Riemann sum (left, right, middle, trapezoid).
         n_samples, stdevs: GradientShap's random points per sample and input noise.
         blur_sigma: sigma of the ``"blur"`` baseline, in pixels.
 
@@ -129,6 +138,8 @@ def pixel_attributions(
     ``edc_lab.explain.checks``): counts >= 1, finite inputs, a boolean or 0/1 region mask.
     """
     _check_method(method)
+    if integration not in INTEGRATION_RULES:
+        raise ValueError(f"pixel_attributions: integration must be one of {INTEGRATION_RULES}, found {integration!r}")
     score_fn, region_args, inputs, baselines = explanation_inputs(
         model, optical, sar, target, region, output, baseline, optical_clear, blur_sigma, owner="pixel_attributions",
         settings=dict(n_steps=n_steps, internal_batch_size=internal_batch_size, n_samples=n_samples, stdevs=stdevs),
@@ -142,6 +153,7 @@ def pixel_attributions(
             baselines=baselines,
             additional_forward_args=region_args,
             n_steps=n_steps,
+            method=integration,
             internal_batch_size=internal_batch_size,
             return_convergence_delta=True,
         )
@@ -179,4 +191,5 @@ def pixel_attributions(
         method=method,
         baseline=baseline_name,
         units=output,
+        baselines=tuple(b.detach() for b in baselines),
     )

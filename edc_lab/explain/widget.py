@@ -99,13 +99,12 @@ def attribution_view(
         outline[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2] = True
     maps = plot_attribution_maps(
         attributions, cloud_mask, region=outline,
-        title=f"{model}: why '{name}' on the {region} pixels? {method.replace('_', ' ')}, {baseline} baseline "
-              f"(black = cloud edge, green = region)",
+        title=f"{model}: why '{name}' on the {region} pixels? {method.replace('_', ' ')}, {baseline} baseline",
     )
     summary = shares.summary()
     bars = plot_modality_shares(
         shares,
-        title=f"{model}, '{name}' on the {region} pixels: exact Shapley values of the four groups\n"
+        title=f"{model}, '{name}' on the {region} pixels: exact Shapley values ({baseline} baseline); "
               f"SAR share of the decision {summary['sar_share']:.2f}",
     )
     if show:
@@ -123,7 +122,7 @@ def attribution_widget(models: Mapping[str, nn.Module], sample: Mapping[str, tor
     import ipywidgets as widgets
 
     height, width = sample["cloud_mask"].shape[-2:]
-    baselines = ["blur", "zero"] + (["cloudfree"] if "optical_clear" in sample else [])
+    baselines = ["blur", "mean", "zero"] + (["cloudfree"] if "optical_clear" in sample else [])
     controls = {
         "model": widgets.Dropdown(options=list(models), description="model"),
         "target": widgets.Dropdown(options=[(n, i) for i, n in enumerate(class_names)], value=target,

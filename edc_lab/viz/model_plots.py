@@ -22,11 +22,15 @@ import torch
 import torch.nn.functional as F
 from matplotlib.patches import Rectangle
 
+from edc_lab.models.contract import call_model
+
 __all__ = [
     "upsample_map",
     "draw_windows",
     "plot_windows_and_carriers",
     "plot_carrier_attention",
+    "COLOUR_RANGES",
+    "discrepancy_colours",
     "plot_discrepancy_row",
     "plot_discrepancy_stages",
     "stage_aurocs",
@@ -53,8 +57,34 @@ def _optical_rgb(optical, cloud_mask=None) -> np.ndarray:
     return rgb(optical[0] if optical.ndim == 4 else optical, cloud_mask=cloud_mask)
 
 
-def trace_fusions(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tensor) -> tuple[dict, list[dict]]:
+#: how a figure scales a discrepancy map's colours: ``"0-1"`` (D's whole range, comparable between maps)
+#: or ``"map"`` (the map's own min-max, so a map that stays near one value still shows its pattern)
+COLOUR_RANGES = ("0-1", "map")
+
+
+def discrepancy_colours(values, colour_range: str = "0-1") -> tuple[float, float, str]:
+    """``(vmin, vmax, colourbar label)`` for a discrepancy map ``values`` shown with ``colour_range``.
+
+    ``"0-1"``: the whole range of ``D``, label ``"D (0–1)"``. ``"map"``: the map's own minimum and
+    maximum, and the label says so (``"D (this map: 0.42–0.51, not 0–1)"``): an untrained ``D`` stays
+    within a few hundredths of 0.5 and looks flat on 0–1. A constant map gets a range of 1e-3 around it.
+    """
+    if colour_range == "0-1":
+        return 0.0, 1.0, "D (0–1)"
+    if colour_range == "map":
+        values = _as_numpy(values)
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        high = max(high, low + 1e-3)
+        return low, high, f"D (this map: {low:.2f}–{high:.2f}, not 0–1)"
+    raise ValueError(f"colour_range: expected one of {COLOUR_RANGES}, found {colour_range!r}")
+
+
+def trace_fusions(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tensor,
+                  cloud_mask: torch.Tensor | None = None) -> tuple[dict, list[dict]]:
     """Run ``model(optical, sar)`` and record what each fusion block (DCHF or plain sum) saw and returned.
+
+    ``cloud_mask (B, H, W)`` is passed on to a model that reads it (the ``"oracle"`` arm,
+    ``models.contract.call_model``) and ignored by every other model.
 
     Works on models with ``model.encoder.fusions`` (EDC and its ablations).
     Returns ``(outputs, trace)``: the model's output dict and, per stage k = 1..4,
@@ -85,7 +115,7 @@ def trace_fusions(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tens
 
     handles = [fusion.register_forward_hook(make_hook(stage)) for stage, fusion in enumerate(fusions)]
     try:
-        outputs = model(optical, sar)
+        outputs = call_model(model, optical, sar, cloud_mask)
     finally:
         for handle in handles:
             handle.remove()
@@ -206,14 +236,16 @@ def plot_carrier_attention(optical, maps: dict, stride: int, carrier_index: tupl
 
 
 def plot_discrepancy_row(optical, sar, discrepancy, cloud_mask, axes=None, title: str = "discrepancy D",
-                         polarization: str = "VV"):
+                         polarization: str = "VV", colour_range: str = "0-1"):
     """Optical (true colour), SAR (first plane), discrepancy ``D`` (on the image grid) and the true cloud mask.
 
     ``optical (4, H, W)``, ``sar (Cs, H, W)`` scaled as in the canonical sample (its first plane,
     ``polarization``, is shown in dB when it is VV or VH, see ``edc_lab.viz.plots.sar_display``),
     ``discrepancy`` any ``(.., h, w)`` map in [0, 1], ``cloud_mask (H, W)``. Four axes, or a new
     2 x 2 figure (6 x 5.2 in). The optical is stretched on the range of its clear pixels (the
-    series' one stretch, see ``edc_lab.viz.plots``). Returns the figure.
+    series' one stretch, see ``edc_lab.viz.plots``). ``colour_range`` scales D's colours (see
+    ``discrepancy_colours``: ``"0-1"`` or the map's own range ``"map"``, said on the colourbar).
+    Returns the figure.
     """
     from edc_lab.viz.plots import sar_display
 
@@ -227,19 +259,21 @@ def plot_discrepancy_row(optical, sar, discrepancy, cloud_mask, axes=None, title
     if len(axes) != 4:
         raise ValueError(f"plot_discrepancy_row: expected 4 axes, found {len(axes)}")
     figure = axes[0].figure
+    discrepancy_map = upsample_map(discrepancy, mask.shape)
+    low, high, label = discrepancy_colours(discrepancy_map, colour_range)
     axes[0].imshow(_optical_rgb(optical, mask))
     axes[0].set_title("optical (true colour)", fontsize=10)
     values, kwargs, unit = sar_display(sar[0], polarization)
     shown = axes[1].imshow(values, **kwargs)
     axes[1].set_title(f"SAR ({polarization})", fontsize=10)
     figure.colorbar(shown, ax=axes[1], shrink=0.85, label=unit)
-    image = axes[2].imshow(upsample_map(discrepancy, mask.shape), cmap="magma", vmin=0, vmax=1)
+    image = axes[2].imshow(discrepancy_map, cmap="magma", vmin=low, vmax=high)
     axes[2].set_title(title, fontsize=10)
     axes[3].imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     axes[3].set_title(f"true cloud mask ({mask.mean():.0%}, white)", fontsize=10)
     for ax in axes:
         ax.set_axis_off()
-    figure.colorbar(image, ax=axes[2], shrink=0.85, label="D (0–1)")
+    figure.colorbar(image, ax=axes[2], shrink=0.85, label=label)
     return figure
 
 
@@ -267,22 +301,29 @@ def stage_aurocs(model: torch.nn.Module, optical: torch.Tensor, sar: torch.Tenso
     return [discrepancy_auroc(torch.cat([chunk[stage] for chunk in maps]), cloud_mask) for stage in range(len(maps[0]))]
 
 
-def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title: str = "", fig=None):
+def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title: str = "", fig=None,
+                            colour_range: str = "0-1"):
     """One model's discrepancy maps at every stage beside the scene and its true cloud mask.
 
     A 2 x 3 grid: optical (true colour), true cloud mask, D at stage 1; D at stages 2-4.
     ``optical (4, H, W)``, ``cloud_mask (H, W)``, ``discrepancies`` the model's maps
     ``(1, 1, h_k, w_k)`` (or ``(1, h_k, w_k)``), shown on the image grid (each cell as a
-    block) on one 0-1 scale, each titled with its AUROC against the mask (an inverted
-    detector, AUROC < 0.5, is marked). The optical is stretched on the range of its clear pixels
-    (the series' one stretch, see ``edc_lab.viz.plots``). Returns the figure (dpi 100).
+    block), each titled with its AUROC against the mask and the verdict the series uses:
+    "inverted" below 0.4, "finds clouds" above 0.6, "near chance" between. ``colour_range="0-1"``
+    (default) puts the four maps on one 0-1 scale with one colourbar; ``"map"`` gives each map its
+    own range and colourbar (``discrepancy_colours``), for maps that stay near one value. The
+    optical is stretched on the range of its clear pixels (the series' one stretch, see
+    ``edc_lab.viz.plots``). Returns the figure (dpi 100).
     """
     from edc_lab.models.discrepancy import discrepancy_auroc
 
     mask = _as_numpy(cloud_mask)
     mask = mask.reshape(mask.shape[-2:])
+    if colour_range not in COLOUR_RANGES:
+        raise ValueError(f"colour_range: expected one of {COLOUR_RANGES}, found {colour_range!r}")
     if fig is None:
-        fig = plt.figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
+        size = (6.4, 4.4) if colour_range == "0-1" else (7.8, 4.8)
+        fig = plt.figure(figsize=size, dpi=100, layout="constrained")
     axes = fig.subplots(2, 3)
     axes[0, 0].imshow(_optical_rgb(optical, mask))
     axes[0, 0].set_title("optical (true colour)", fontsize=9)
@@ -293,14 +334,21 @@ def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title:
     for stage, (ax, discrepancy) in enumerate(zip(panels, discrepancies), start=1):
         values = torch.as_tensor(_as_numpy(discrepancy)).reshape(1, 1, *np.shape(discrepancy)[-2:])
         auroc = discrepancy_auroc(values, torch.as_tensor(mask)[None])
-        image = ax.imshow(upsample_map(values, mask.shape, "nearest"), cmap="magma", vmin=0, vmax=1)
+        shown = upsample_map(values, mask.shape, "nearest")
+        low, high, label = discrepancy_colours(shown, colour_range)
+        image = ax.imshow(shown, cmap="magma", vmin=low, vmax=high)
+        if colour_range == "map":
+            fig.colorbar(image, ax=ax, shrink=0.85, label=label.replace(", not 0–1", ""))
         verdict = "inverted" if auroc < 0.4 else ("finds clouds" if auroc > 0.6 else "near chance")
         ax.set_title(f"D stage {stage}: AUROC {auroc:.2f}\n({verdict})", fontsize=9)
     for ax in axes.ravel():
         ax.set_axis_off()
-    if image is not None:
+    if image is not None and colour_range == "0-1":
         fig.colorbar(image, ax=list(axes.ravel()), fraction=0.025, pad=0.02,
                      label="D (0 = optical and SAR agree, 1 = disagree)")
+    if colour_range == "map":
+        title = f"{title}: " if title else ""
+        title += "each map on its own colour range (not 0-1)"
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -12,7 +12,8 @@ is created, so the figure is there on first display, not only after a slider mov
   carrier tokens per window side; what the carrier of one chosen token sees in the global
   and in the local step;
 * ``discrepancy_view`` (03): the discrepancy map ``D`` of a chosen model and stage on a
-  synthetic scene of a chosen cloud cover, beside the true cloud mask, with its AUROC.
+  synthetic scene of a chosen cloud cover, beside the true cloud mask, with its AUROC; its colours
+  on D's whole 0–1 range or on the map's own range (an untrained ``D`` stays near 0.5).
 
 A bad control value raises one ``ValueError`` that names the control. Whose idea: the
 blocks are the paper's (EDC, arXiv 2603.20811; carrier tokens from FasterViT, arXiv
@@ -241,14 +242,19 @@ def discrepancy_for(models: Mapping[str, nn.Module], model: str = "untrained", s
 
 
 def discrepancy_view(models: Mapping[str, nn.Module], model: str = "untrained", seed: int = 0, cover: float = 0.5,
-                     stage: int = 1, size: int = 128) -> Figure:
-    """Optical, SAR, ``D`` of ``stage`` (on the image grid, colourbar 0–1) and the true cloud mask, for
-    ``models[model]`` on synthetic scene ``seed`` with ``cover`` cloud; the title gives the AUROC."""
-    from edc_lab.viz.model_plots import plot_discrepancy_row
+                     stage: int = 1, size: int = 128, colour_range: str = "0-1") -> Figure:
+    """Optical, SAR, ``D`` of ``stage`` (on the image grid) and the true cloud mask, for ``models[model]`` on
+    synthetic scene ``seed`` with ``cover`` cloud; the title gives the AUROC. ``colour_range``: ``"0-1"``
+    (colourbar 0–1) or ``"map"`` (the map's own range, said on the colourbar), see
+    ``edc_lab.viz.model_plots.discrepancy_colours``."""
+    from edc_lab.viz.model_plots import COLOUR_RANGES, plot_discrepancy_row
 
+    if colour_range not in COLOUR_RANGES:
+        raise ValueError(f"colour_range: expected one of {COLOUR_RANGES}, found {colour_range!r}")
     sample, discrepancy, auroc = discrepancy_for(models, model, seed, cover, stage, size)
     figure = plot_discrepancy_row(sample["optical"], sample["sar"], discrepancy, sample["cloud_mask"],
-                                  title="D, stage {} ({}x{} cells)".format(stage, *discrepancy.shape[-2:]))
+                                  title="D, stage {} ({}x{} cells)".format(stage, *discrepancy.shape[-2:]),
+                                  colour_range=colour_range)
     verdict = "inverted" if auroc < 0.4 else ("finds clouds" if auroc > 0.6 else "near chance")
     figure.suptitle(f"{model}, scene {seed}, cover {cover:.1f}: AUROC of D against the mask {auroc:.2f} ({verdict})",
                     fontsize=10)
@@ -256,8 +262,9 @@ def discrepancy_view(models: Mapping[str, nn.Module], model: str = "untrained", 
 
 
 def discrepancy_widget(models: Mapping[str, nn.Module], model: str = "untrained", seed: int = 0, cover: float = 0.5,
-                       stage: int = 1, size: int = 128):
-    """Model and stage dropdowns, seed and cover sliders over ``discrepancy_view``; drawn on creation."""
+                       stage: int = 1, size: int = 128, colour_range: str = "0-1"):
+    """Model and stage dropdowns, seed and cover sliders and a colour-range dropdown (0–1 or the map's own
+    range) over ``discrepancy_view``; drawn on creation."""
     import ipywidgets as widgets
 
     controls = {
@@ -265,6 +272,8 @@ def discrepancy_widget(models: Mapping[str, nn.Module], model: str = "untrained"
         "seed": widgets.IntSlider(value=seed, min=0, max=20, description="scene seed"),
         "cover": widgets.FloatSlider(value=cover, min=0.1, max=0.9, step=0.1, description="cloud cover"),
         "stage": widgets.Dropdown(options=[1, 2, 3, 4], value=stage, description="stage"),
+        "colour_range": widgets.Dropdown(options=[("0–1", "0-1"), ("this map's range", "map")], value=colour_range,
+                                         description="D colours"),
     }
 
     def view(**values):
