@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-__all__ = ["auroc"]
+__all__ = ["auroc", "INVERTED_BELOW", "FINDS_ABOVE", "auroc_verdict"]
+
+#: how the series reads a discrepancy map's AUROC against the cloud mask (notebooks 03-07): below
+#: ``INVERTED_BELOW`` the map is an inverted detector (it marks the clear ground), above ``FINDS_ABOVE``
+#: it finds the clouds, in between it is near chance (0.5)
+INVERTED_BELOW = 0.4
+FINDS_ABOVE = 0.6
 
 
 def auroc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> float:
@@ -54,3 +60,10 @@ def auroc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) 
         scores = dense_rank.double() / max(distinct.numel() - 1, 1)  # same order, same ties, in [0, 1]
     return float(binary_auroc(scores, labels.long(), thresholds=None, validate_args=False))
 
+
+def auroc_verdict(value: float) -> str:
+    """``"inverted"``, ``"near chance"`` or ``"finds clouds"`` (``INVERTED_BELOW``, ``FINDS_ABOVE``);
+    ``"undefined"`` for NaN (one class only, see :func:`auroc`)."""
+    if math.isnan(value):
+        return "undefined"
+    return "inverted" if value < INVERTED_BELOW else ("finds clouds" if value > FINDS_ABOVE else "near chance")

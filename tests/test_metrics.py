@@ -355,3 +355,12 @@ def test_ssim_equals_torchmetrics(shape, seed):
                                                         kernel_size=11, data_range=1.0)
         assert ssim(a, b) == pytest.approx(float(reference), abs=1e-12)
     assert ssim(target, target) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_auroc_verdict_is_the_series_one_reading():
+    from edc_lab.auroc import FINDS_ABOVE, INVERTED_BELOW, auroc_verdict
+
+    assert (INVERTED_BELOW, FINDS_ABOVE) == (0.4, 0.6)
+    assert [auroc_verdict(v) for v in (0.0, 0.399, 0.4, 0.5, 0.6, 0.601, 1.0)] == [
+        "inverted", "inverted", "near chance", "near chance", "near chance", "finds clouds", "finds clouds"]
+    assert auroc_verdict(float("nan")) == "undefined"

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.patches import Rectangle
 
+from edc_lab.auroc import auroc_verdict
 from edc_lab.models.contract import call_model
 
 __all__ = [
@@ -308,8 +309,8 @@ def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title:
     A 2 x 3 grid: optical (true colour), true cloud mask, D at stage 1; D at stages 2-4.
     ``optical (4, H, W)``, ``cloud_mask (H, W)``, ``discrepancies`` the model's maps
     ``(1, 1, h_k, w_k)`` (or ``(1, h_k, w_k)``), shown on the image grid (each cell as a
-    block), each titled with its AUROC against the mask and the verdict the series uses:
-    "inverted" below 0.4, "finds clouds" above 0.6, "near chance" between. ``colour_range="0-1"``
+    block), each titled with its AUROC against the mask and the verdict the series uses
+    (``edc_lab.auroc.auroc_verdict``: "inverted" below 0.4, "finds clouds" above 0.6, "near chance" between). ``colour_range="0-1"``
     (default) puts the four maps on one 0-1 scale with one colourbar; ``"map"`` gives each map its
     own range and colourbar (``discrepancy_colours``), for maps that stay near one value. The
     optical is stretched on the range of its clear pixels (the series' one stretch, see
@@ -339,8 +340,7 @@ def plot_discrepancy_stages(optical, cloud_mask, discrepancies: Sequence, title:
         image = ax.imshow(shown, cmap="magma", vmin=low, vmax=high)
         if colour_range == "map":
             fig.colorbar(image, ax=ax, shrink=0.85, label=label.replace(", not 0–1", ""))
-        verdict = "inverted" if auroc < 0.4 else ("finds clouds" if auroc > 0.6 else "near chance")
-        ax.set_title(f"D stage {stage}: AUROC {auroc:.2f}\n({verdict})", fontsize=9)
+        ax.set_title(f"D stage {stage}: AUROC {auroc:.2f}\n({auroc_verdict(auroc)})", fontsize=9)
     for ax in axes.ravel():
         ax.set_axis_off()
     if image is not None and colour_range == "0-1":

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import nn
 
+from edc_lab.auroc import auroc_verdict
 from edc_lab.data.sample import IGNORE_INDEX, WHU_CLASSES, WHU_COLORS
 from edc_lab.models.contract import call_model
 from edc_lab.viz.model_plots import upsample_map
@@ -198,8 +199,7 @@ def plot_prediction(sample: Mapping[str, torch.Tensor], maps: Mapping, class_nam
                                   vmin=0, vmax=1, interpolation="nearest")
         auroc = maps["auroc"]
         verdict = ("AUROC undefined (one class)" if math.isnan(auroc) else
-                   f"AUROC {auroc:.2f}" + (" (inverted)" if auroc < 0.4 else
-                                           " (finds clouds)" if auroc > 0.6 else " (near chance)"))
+                   f"AUROC {auroc:.2f} ({auroc_verdict(auroc)})")
         cells = "x".join(str(n) for n in maps["discrepancy"].shape[-2:])
         axes[1, 2].set_title(f"D, stage {stage} ({cells} cells):\n{verdict}", fontsize=10)
         bar = fig.colorbar(shown, ax=axes[1, 2], fraction=0.046, pad=0.03)

@@ -247,6 +247,7 @@ def discrepancy_view(models: Mapping[str, nn.Module], model: str = "untrained", 
     synthetic scene ``seed`` with ``cover`` cloud; the title gives the AUROC. ``colour_range``: ``"0-1"``
     (colourbar 0–1) or ``"map"`` (the map's own range, said on the colourbar), see
     ``edc_lab.viz.model_plots.discrepancy_colours``."""
+    from edc_lab.auroc import auroc_verdict
     from edc_lab.viz.model_plots import COLOUR_RANGES, plot_discrepancy_row
 
     if colour_range not in COLOUR_RANGES:
@@ -255,7 +256,7 @@ def discrepancy_view(models: Mapping[str, nn.Module], model: str = "untrained", 
     figure = plot_discrepancy_row(sample["optical"], sample["sar"], discrepancy, sample["cloud_mask"],
                                   title="D, stage {} ({}x{} cells)".format(stage, *discrepancy.shape[-2:]),
                                   colour_range=colour_range)
-    verdict = "inverted" if auroc < 0.4 else ("finds clouds" if auroc > 0.6 else "near chance")
+    verdict = auroc_verdict(auroc)
     figure.suptitle(f"{model}, scene {seed}, cover {cover:.1f}: AUROC of D against the mask {auroc:.2f} ({verdict})",
                     fontsize=10)
     return figure
