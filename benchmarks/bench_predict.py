@@ -13,6 +13,14 @@ megapixels per second (scene pixels / wall time of the whole command, reading
 and writing included). One run per cell: a cell of the 8192² scene takes
 minutes on a 2-core CPU. Results go to ``benchmarks/results/predict_stream.json``
 (and a markdown table on stdout).
+
+    .venv/bin/python benchmarks/bench_predict.py --sizes 8192 --models edc_tiny edc_small --threads 1 \
+        --variants eager compiled compiled-bf16 --repeats 2
+
+``--variants`` instead compares eager and compiled (``torch.compile``), fp32 and bf16 streamed
+prediction (:func:`run_variants`): Mpx/s with and without the start (loading, compiling on a
+small warm-up scene), from a cold and a warm inductor cache; results in
+``benchmarks/results/predict_compile.json``.
 """
 
 from __future__ import annotations
@@ -99,6 +107,83 @@ def run_child(argv: list[str], threads: int) -> dict:
     return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "stdout": stdout.strip()}
 
 
+#: a child that loads a Predictor, predicts a small warm-up scene (where a compiled model compiles) and then
+#: the large scene, timing each; its last line is JSON
+VARIANT_CHILD = """
+import json, sys, time
+start = time.perf_counter()
+from edc_lab.predict import Predictor
+checkpoint, warm_optical, warm_sar, optical, sar, out, window, overlap, batch, compiled, precision = sys.argv[1:12]
+times = {}
+predictor = Predictor(checkpoint, tile=int(window), overlap=int(overlap), batch_size=int(batch), device="cpu",
+                      compile=compiled == "compiled", precision=precision)
+times["load_s"] = time.perf_counter() - start
+tick = time.perf_counter()
+predictor.predict(warm_optical, warm_sar, out)
+times["warmup_s"] = time.perf_counter() - tick
+tick = time.perf_counter()
+summary = predictor.predict(optical, sar, out)
+times["scene_s"] = time.perf_counter() - tick
+print(json.dumps({**times, "class_counts": summary["class_counts"]}))
+"""
+
+#: the variants ``--variants`` can name: execution and precision
+VARIANTS = {"eager": ("eager", "fp32"), "compiled": ("compiled", "fp32"), "eager-bf16": ("eager", "bf16"),
+            "compiled-bf16": ("compiled", "bf16")}
+
+
+def run_variants(args, work: Path) -> list[dict]:
+    """Every model and variant, ``--repeats`` rounds, the variants of a model interleaved in each round.
+
+    Each run is a child process (:data:`VARIANT_CHILD`) with its own inductor cache folder per
+    model and variant, empty before the first round: round 1 of a compiled variant starts cold,
+    later rounds start from the disk cache. Mpx/s excluding compilation = scene pixels / the
+    large scene's time; including = scene pixels / (load + warm-up scene + large scene).
+    """
+    import shutil
+
+    warm_optical, warm_sar = write_scene(work, args.warmup_size)
+    results = []
+    for size in args.sizes:
+        optical, sar = write_scene(work, size)
+        for model in args.models:
+            checkpoint = write_checkpoint(work, model)
+            caches = {variant: work / f"inductor_{model}_{variant}" for variant in args.variants}
+            for cache in caches.values():
+                shutil.rmtree(cache, ignore_errors=True)
+            for round_index in range(args.repeats):
+                for variant in args.variants:
+                    execution, precision = VARIANTS[variant]
+                    out = work / f"classes_{size}_{model}_{variant}.tif"
+                    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TORCHINDUCTOR_CACHE_DIR=str(caches[variant]),
+                               TORCHINDUCTOR_COMPILE_THREADS=str(args.threads))
+                    start = time.perf_counter()
+                    child = subprocess.Popen(
+                        [sys.executable, "-c", VARIANT_CHILD, str(checkpoint), str(warm_optical), str(warm_sar),
+                         str(optical), str(sar), str(out), str(args.window), str(args.overlap), str(args.batch_size),
+                         execution, precision], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    _, status, usage = os.wait4(child.pid, 0)
+                    wall = time.perf_counter() - start
+                    stdout, stderr = child.stdout.read(), child.stderr.read()
+                    if os.waitstatus_to_exitcode(status) != 0:
+                        raise SystemExit(f"{model} {variant} failed:\n{stderr[-3000:]}")
+                    times = json.loads(stdout.strip().splitlines()[-1])
+                    total = times["load_s"] + times["warmup_s"] + times["scene_s"]
+                    row = {"size": size, "model": model, "variant": variant, "round": round_index + 1,
+                           "cache": "cold" if round_index == 0 and execution == "compiled" else
+                           ("warm" if execution == "compiled" else None),
+                           "threads": args.threads, "window": args.window, "overlap": args.overlap,
+                           "batch_size": args.batch_size, "warmup_size": args.warmup_size, **times,
+                           "process_wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+                           "megapixels_per_s": round(size * size / 1e6 / times["scene_s"], 3),
+                           "megapixels_per_s_with_start": round(size * size / 1e6 / total, 3)}
+                    results.append(row)
+                    print(f"{size}² {model:9s} {variant:13s} round {round_index + 1}: {row['megapixels_per_s']:.3f} "
+                          f"Mpx/s ({row['megapixels_per_s_with_start']:.3f} with load + warm-up "
+                          f"{times['warmup_s']:.0f} s), peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192])
@@ -110,10 +195,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=None, help="folder for the scenes (default: a temporary one)")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "predict_stream.json")
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS),
+                        help="instead of --modes: streamed prediction eager / compiled, fp32 / bf16, interleaved "
+                             "over --repeats rounds (results to predict_compile.json unless --json)")
+    parser.add_argument("--repeats", type=int, default=2, help="--variants: rounds (default 2)")
+    parser.add_argument("--warmup-size", type=int, default=512, help="--variants: side of the warm-up scene")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_predict_"))
     work.mkdir(parents=True, exist_ok=True)
+    results_folder = ROOT / "benchmarks" / "results"
+    if args.variants:
+        args.json = args.json or results_folder / "predict_compile.json"
+        results = run_variants(args, work)
+        _record(args, argv, results)
+        print("\n| scene | model | variant | round | start | Mpx/s | Mpx/s with start | warm-up (s) | peak RSS (MiB) |"
+              "\n|---|---|---|---|---|---|---|---|---|")
+        for row in results:
+            print(f"| {row['size']}² | {row['model']} | {row['variant']} | {row['round']} | {row['cache'] or '-'} | "
+                  f"{row['megapixels_per_s']:.3f} | {row['megapixels_per_s_with_start']:.3f} | "
+                  f"{row['warmup_s']:.1f} | {row['peak_rss_mib']:.0f} |")
+        return 0
+    args.json = args.json or results_folder / "predict_stream.json"
     results = []
     for size in args.sizes:
         optical, sar = write_scene(work, size)
@@ -134,6 +237,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{size}² {model:9s} {mode:6s}: {row['megapixels_per_s']:.3f} Mpx/s, "
                       f"peak RSS {row['peak_rss_mib']:.0f} MiB, {row['wall_s']:.0f} s", flush=True)
                 out.unlink(missing_ok=True)
+    _record(args, argv, results)
+    print("\n| scene | model | mode | Mpx/s | peak RSS (MiB) | wall (s) |\n|---|---|---|---|---|---|")
+    for row in results:
+        print(f"| {row['size']}² | {row['model']} | {row['mode']} | {row['megapixels_per_s']:.3f} | "
+              f"{row['peak_rss_mib']:.0f} | {row['wall_s']:.0f} |")
+    return 0
+
+
+def _record(args, argv, results: list[dict]) -> None:
+    """Append this run (command, torch, CPU, results) to ``args.json``."""
     import torch
 
     record = {"command": "benchmarks/bench_predict.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -142,11 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": []}
     previous["runs"].append(record)
     args.json.write_text(json.dumps(previous, indent=1) + "\n")
-    print("\n| scene | model | mode | Mpx/s | peak RSS (MiB) | wall (s) |\n|---|---|---|---|---|---|")
-    for row in results:
-        print(f"| {row['size']}² | {row['model']} | {row['mode']} | {row['megapixels_per_s']:.3f} | "
-              f"{row['peak_rss_mib']:.0f} | {row['wall_s']:.0f} |")
-    return 0
 
 
 def _cpu_name() -> str:

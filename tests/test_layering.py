@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "edc_lab.models": 0,
     "edc_lab.stats": 0,
     "edc_lab.auroc": 0,
+    "edc_lab.acceleration": 0,  # compiling and autocast dtypes: prediction, training and bench use them
     "edc_lab.options": 0,  # the argument validators every sub-command's add_arguments uses
     "edc_lab.train": 1,
     "edc_lab.predict": 2,  # a package: tiling, memory, reader, predictor, scenes, its CLI

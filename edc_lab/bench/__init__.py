@@ -13,7 +13,8 @@ This package measures such claims instead of quoting them:
   dense-attention block on ``size x size`` token maps, and ``crossover``, the
   smallest size at which HAT is cheaper;
 * ``comparison.py``: ``benchmark_models``, several models timed interleaved at
-  the same sizes; ``add_reference_ratios``, ``add_efficiency`` (achieved GFLOP/s and
+  the same sizes, eager and compiled (``--compile``), in fp32 and bf16 (``--precision``);
+  ``add_reference_ratios``, ``add_variant_ratios``, ``add_efficiency`` (achieved GFLOP/s and
   share of the attainable), ``format_table``;
 * ``cli.py``: ``edc-lab bench`` (``add_arguments``, ``run``).
 
@@ -28,8 +29,8 @@ Whose idea: everything here is edc_lab's measuring harness.
 
 from edc_lab.bench.attention import attention_cost_curve, crossover, format_attention_table
 from edc_lab.bench.cli import add_arguments, check_bench_output, is_bench_result, run
-from edc_lab.bench.comparison import (add_efficiency, add_reference_ratios, benchmark_models, format_table,
-                                      machine_description)
+from edc_lab.bench.comparison import (add_efficiency, add_reference_ratios, add_variant_ratios, benchmark_models,
+                                      format_table, machine_description)
 from edc_lab.bench.measure import (
     LiveTensorBytes,
     MiB,
@@ -52,6 +53,7 @@ __all__ = [
     "used_parameters",
     "attainable_throughput",
     "add_efficiency",
+    "add_variant_ratios",
     "attention_cost_curve",
     "crossover",
     "benchmark_models",

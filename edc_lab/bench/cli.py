@@ -3,6 +3,7 @@ prints a table and writes JSON, replacing an existing ``--out`` only when it is 
 (:func:`check_bench_output`).
 
     edc-lab bench --models edc_base cloudseg_ref --sizes 512 --device cpu --repeats 5 --out results.json
+    edc-lab bench --models edc_tiny edc_small --sizes 256 512 --compile --precision fp32 bf16
     edc-lab bench --attention --sizes 16 32 64 128 256
 """
 
@@ -16,8 +17,8 @@ import sys
 import torch
 
 from edc_lab.bench.attention import attention_cost_curve, crossover, format_attention_table
-from edc_lab.bench.comparison import (add_efficiency, add_reference_ratios, benchmark_models, format_table,
-                                      machine_description)
+from edc_lab.bench.comparison import (add_efficiency, add_reference_ratios, add_variant_ratios, benchmark_models,
+                                      format_table, machine_description)
 from edc_lab.bench.measure import MiB, attainable_throughput
 from edc_lab.models import MODEL_NAMES
 from edc_lab.options import int_in
@@ -39,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int_in(1, 1024), default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--mode", choices=("inference", "train"), default="inference",
                         help="time an inference forward or a training step (forward + backward)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each model compiled (torch.compile), interleaved with eager; reports the "
+                             "first call (compilation included) and the paired speed-up over eager")
+    parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32"], metavar="P",
+                        help="precisions to time, interleaved: fp32 and/or bf16 (autocast; a CPU with native bf16 "
+                             "only) (default fp32)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--no-attainable", action="store_true",
                         help="skip measuring the machine's attainable GFLOP/s (a large matrix product and "
@@ -132,13 +139,25 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"--reference {reference} is not among --models {args.models}")
         scaled = {"optical_only", "sar_only", "early_fusion", "dense_edc", "edc_no_dchf", "edc_no_cr"}
         overrides = {name: {"scale": args.scale} for name in args.models if args.scale and name in scaled}
+        from edc_lab.acceleration import AccelerationError, check_compiler, resolve_precision
+
+        try:
+            for precision in args.precision:
+                resolve_precision(precision, args.device)
+            if args.compile:
+                check_compiler(args.device)
+        except AccelerationError as error:
+            return _fail(str(error))
         rows = benchmark_models(
             args.models, sizes, overrides=overrides, batch=args.batch, in_sar=args.sar_channels, device=args.device,
             repeats=args.repeats, warmup=args.warmup, mode=args.mode, memory=not args.no_memory,
+            compile=args.compile, precisions=list(dict.fromkeys(args.precision)),
             log=lambda message: print(message, file=sys.stderr, flush=True),
         )
         if reference:
             add_reference_ratios(rows, reference)
+        else:
+            add_variant_ratios(rows)
         if not args.no_attainable:
             print("measuring the attainable GFLOP/s (matrix product, convolution)", file=sys.stderr, flush=True)
             attainable = attainable_throughput(args.device, repeats=args.repeats, warmup=max(args.warmup, 1))

@@ -74,6 +74,7 @@ from edc_lab.predict.reader import CONVENTIONS, SceneReader, read_inputs
 from edc_lab.predict.scenes import Scene, predict_scenes, read_scene_list, refused_scenes, shard
 from edc_lab.predict.tiling import (
     RollingRows,
+    TileOutputs,
     blend_rows,
     blend_scene,
     blend_weights,
@@ -84,7 +85,7 @@ from edc_lab.predict.tiling import (
 
 __all__ = [
     # tiling and blending
-    "tile_starts", "window_starts", "blend_weights", "RollingRows", "blend_rows", "blend_scene",
+    "tile_starts", "window_starts", "blend_weights", "RollingRows", "TileOutputs", "blend_rows", "blend_scene",
     "sliding_window_predict",
     # memory
     "release_free_memory",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edc_lab.acceleration import PRECISIONS
 from edc_lab.data.outputs import Interrupted, interruptible
 from edc_lab.data.sample import DataError
 from edc_lab.options import device_name, float_in, int_in
@@ -53,6 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-memory", action="store_true",
                         help="read and blend the whole scene in memory instead of streaming bands of rows")
     parser.add_argument("--overviews", action="store_true", help="add overviews (2x, 4x, ...) to every output")
+    speed = parser.add_argument_group("speed (measured in benchmarks/RESULTS.md)")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the model (compiled at the first tile batch: a minute or two on a CPU, "
+                            "seconds from inductor's disk cache in a later run); pays on large scenes")
+    speed.add_argument("--compile-cache", metavar="DIR",
+                       help="inductor's on-disk cache of compiled code (default: $TORCHINDUCTOR_CACHE_DIR or torch's)")
+    speed.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto (fp32 on a CPU, mixed precision on a GPU), fp32, or bf16 (a CPU with native "
+                            "bf16 only: AVX-512 BF16 or AMX)")
 
 
 def _check_modes(args: argparse.Namespace) -> None:
@@ -103,7 +113,8 @@ def _run_one(args: argparse.Namespace) -> int:
         args.checkpoint, args.optical, args.sar, args.out, args.window, args.overlap,
         probabilities_path=args.probabilities, cloudfree_path=args.cloudfree, convention=args.convention,
         device=args.device, batch_size=args.batch_size, fill_nonfinite=args.fill_nonfinite,
-        stream=not args.in_memory, overviews=args.overviews,
+        stream=not args.in_memory, overviews=args.overviews, compile=args.compile, precision=args.precision,
+        compile_cache=args.compile_cache,
     )
     height, width = summary["shape"]
     print(f"wrote {summary['out']}: {height}x{width} px, {summary['windows']} window(s), CRS {summary['crs']}")
@@ -126,7 +137,8 @@ def _run_scenes(args: argparse.Namespace) -> int:
     predictor = Predictor(args.checkpoint, tile=args.window, overlap=args.overlap,
                           convention=args.convention, device=resolve_device(args.device, local_rank, world_size),
                           batch_size=args.batch_size, fill_nonfinite=args.fill_nonfinite,
-                          stream=not args.in_memory, overviews=args.overviews)
+                          stream=not args.in_memory, overviews=args.overviews, compile=args.compile,
+                          precision=args.precision, compile_cache=args.compile_cache)
     report = predict_scenes(predictor, scenes, args.out_dir, probabilities=args.save_probabilities,
                             cloudfree=args.save_cloudfree, overwrite=args.overwrite, rank=rank,
                             world_size=world_size)

@@ -31,7 +31,7 @@ from edc_lab.data.outputs import check_output_file, check_replaceable, is_tiff
 from edc_lab.data.sample import IGNORE_INDEX, OPTICAL_BANDS, DataError
 from edc_lab.predict.memory import release_free_memory
 from edc_lab.predict.reader import CONVENTIONS, OPTICAL_WHAT, SceneReader
-from edc_lab.predict.tiling import blend_rows, blend_scene, tile_starts, window_alias
+from edc_lab.predict.tiling import TileOutputs, blend_rows, blend_scene, tile_starts, window_alias
 
 #: accepted ranges of the numeric options (inclusive); the tile size is the ``--window`` option
 TILE_RANGE = (16, 8192)
@@ -53,15 +53,23 @@ class Predictor:
     (refused when the buffers would pass :data:`edc_lab.data.io.MAX_RASTER_BYTES`).
     Both write the same files, pixel for pixel. ``tile`` is the side of a tile
     in pixels (the ``--window`` option; the keyword ``window=`` still works).
+
+    Speed (:mod:`edc_lab.acceleration`, ``benchmarks/RESULTS.md``): ``compile=True`` runs the
+    tiles through ``torch.compile`` (compiled at the first batch, once per tile shape and
+    process; ``compile_cache`` sets inductor's disk cache, which makes a second process start
+    fast); every batch then holds ``batch_size`` tiles (a short last batch of a row is padded),
+    so one shape is compiled. ``precision``: ``auto`` (fp32 on a CPU, mixed precision on a
+    GPU), ``fp32`` or ``bf16`` (refused on a CPU without native bf16).
     """
 
     @window_alias
     def __init__(self, checkpoint: str | Path, *, tile: int = 256, overlap: int = 64, convention: str | None = None,
                  device: str | torch.device = "auto", batch_size: int = 4, fill_nonfinite: float | None = None,
-                 stream: bool = True, overviews: bool = False) -> None:
+                 stream: bool = True, overviews: bool = False, compile: bool = False, precision: str = "auto",
+                 compile_cache: str | Path | None = None) -> None:
+        from edc_lab.acceleration import compile_model, resolve_precision
         from edc_lab.train.checkpoint import load_checkpoint
         from edc_lab.train.distributed import resolve_device
-        from edc_lab.train.loop import resolve_amp
 
         check_predict_options(tile, overlap, batch_size, fill_nonfinite)
         if convention is not None and convention not in CONVENTIONS:
@@ -70,8 +78,14 @@ class Predictor:
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
         self.fill_nonfinite, self.stream, self.overviews = fill_nonfinite, bool(stream), bool(overviews)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.amp_dtype = resolve_precision(precision, self.device)  # before loading: a refused option costs nothing
         self.model, meta = load_checkpoint(checkpoint, map_location=self.device)
-        self.amp_dtype = resolve_amp("auto", self.device)
+        self.compiled = bool(compile)
+        # the model the tiles go through: compiled at the first tile batch (once per tile shape and process)
+        self.forward_model = TileOutputs(self.model)
+        if compile:
+            self.forward_model = compile_model(TileOutputs(self.model, channels_last=True), inference=True,
+                                               device=self.device, cache_dir=compile_cache)
         data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
         self.convention = convention or DEFAULT_CONVENTION.get(data.get("name"), "m3mcr")
         self.in_sar = int(self.model.build_args.get("in_sar", data.get("in_sar", 2)))
@@ -119,9 +133,10 @@ class Predictor:
             bands, nodata_rows = self._stream(reader, cloudfree_path is not None)
         else:
             optical, sar, nodata, _ = reader.read(0, height)
-            outputs = blend_scene(self.model, torch.from_numpy(optical), torch.from_numpy(sar),
+            outputs = blend_scene(self.forward_model, torch.from_numpy(optical), torch.from_numpy(sar),
                                   tile=self.tile, overlap=self.overlap, batch_size=self.batch_size,
-                                  device=self.device, amp_dtype=self.amp_dtype, cloudfree=cloudfree_path is not None)
+                                  device=self.device, amp_dtype=self.amp_dtype, cloudfree=cloudfree_path is not None,
+                                  full_batches=self.compiled)
             bands = iter([(0, outputs["probabilities"], outputs["cloudfree"])])
             nodata_rows = lambda row0, row1: nodata[row0:row1]  # noqa: E731
         common = dict(crs=grid.crs, transform=grid.transform, height=height, width=width)
@@ -147,7 +162,7 @@ class Predictor:
                     if cloudfree_out is not None and cloudfree is None:  # found at the first band, before any write
                         raise self._no_cloudfree("returns none")
                     nodata = nodata_rows(row0, row0 + probabilities.shape[1])
-                    classes = probabilities.argmax(dim=0).numpy().astype(np.uint8)
+                    classes = probabilities.numpy().argmax(axis=0).astype(np.uint8)  # numpy's: 4x torch's on (K, n, W)
                     classes[nodata] = IGNORE_INDEX
                     counts += np.bincount(classes[~nodata].ravel(), minlength=self.num_classes)[:self.num_classes]
                     nodata_pixels += int(nodata.sum())
@@ -201,9 +216,9 @@ class Predictor:
                 del nodata_parts[start]  # every row of this part is written
             return wanted
 
-        bands = blend_rows(self.model, height, width, read_rows, tile=self.tile, overlap=self.overlap,
+        bands = blend_rows(self.forward_model, height, width, read_rows, tile=self.tile, overlap=self.overlap,
                            batch_size=self.batch_size, device=self.device, amp_dtype=self.amp_dtype,
-                           cloudfree=cloudfree)
+                           cloudfree=cloudfree, full_batches=self.compiled)
         return bands, nodata_rows
 
 
@@ -224,11 +239,15 @@ def predict_geotiff(
     fill_nonfinite: float | None = None,
     stream: bool = True,
     overviews: bool = False,
+    compile: bool = False,
+    precision: str = "auto",
+    compile_cache: str | Path | None = None,
 ) -> dict:
     """Predict a class map for one optical + SAR scene and write it as a GeoTIFF (:class:`Predictor`).
 
     ``tile`` is the side of a tile in pixels (the ``--window`` option; the
-    keyword ``window=`` still works). Returns a summary dict: ``shape`` (H, W),
+    keyword ``window=`` still works); ``compile``, ``precision`` and ``compile_cache`` as
+    in :class:`Predictor`. Returns a summary dict: ``shape`` (H, W),
     ``crs``, ``transform`` (6 numbers), ``windows`` (how many tiles),
     ``class_counts`` ({class name: pixels}) and the paths written.
     """
@@ -237,7 +256,8 @@ def predict_geotiff(
         {"--checkpoint": checkpoint, "--optical": optical_path, "--sar": sar_path},
     )
     predictor = Predictor(checkpoint, tile=tile, overlap=overlap, convention=convention, device=device,
-                          batch_size=batch_size, fill_nonfinite=fill_nonfinite, stream=stream, overviews=overviews)
+                          batch_size=batch_size, fill_nonfinite=fill_nonfinite, stream=stream, overviews=overviews,
+                          compile=compile, precision=precision, compile_cache=compile_cache)
     return predictor.predict(optical_path, sar_path, out_path, probabilities_path=probabilities_path,
                              cloudfree_path=cloudfree_path)
 

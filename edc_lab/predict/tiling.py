@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from edc_lab.acceleration import autocast_context
 from edc_lab.predict.memory import release_free_memory
 
 
@@ -143,6 +144,26 @@ class RollingRows:
 
 
 # --------------------------------------------------------------------------- blending
+class TileOutputs(torch.nn.Module):
+    """A model as the blending sees it: ``(class probabilities (B, K, h, w) float32, cloud-free estimate or
+    None)`` for a batch of tiles. The softmax is part of this module, so a compiled model
+    (:func:`edc_lab.acceleration.compile_model`) fuses it with the last layers; ``channels_last``
+    hands the convolutions channels-last inputs (measured faster compiled: ``benchmarks/RESULTS.md``).
+    """
+
+    def __init__(self, model: torch.nn.Module, channels_last: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.channels_last:
+            optical = optical.contiguous(memory_format=torch.channels_last)
+            sar = sar.contiguous(memory_format=torch.channels_last)
+        outputs = self.model(optical, sar)
+        return torch.softmax(outputs["logits"].float(), dim=1), outputs.get("cloudfree")
+
+
 @window_alias
 @torch.no_grad()
 def blend_rows(
@@ -157,6 +178,7 @@ def blend_rows(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     cloudfree: bool = True,
+    full_batches: bool = False,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
     """Blend a model's predictions over overlapping tiles, yielding rows as soon as they are final.
 
@@ -171,13 +193,21 @@ def blend_rows(
     generator collected: both give the same numbers, bit for bit.
 
     Args:
+        model: the forward contract of :func:`edc_lab.models.build_model`, or a
+            :class:`TileOutputs` (possibly compiled) that already returns probabilities.
         read_rows: ``(row0, row1) -> (optical (4, n, W), SAR (Cs, n, W))`` in
             [0, 1], rows ``row0..row1-1`` of the scene, each row asked for once.
         tile: side of a tile in pixels (former keyword: ``window``).
         cloudfree: blend the cloud-free estimate too (when the model returns one);
             False yields None for it and saves its buffers.
+        full_batches: give the model ``batch_size`` tiles every time, padding a short last
+            batch of a row with copies of its last tile (their outputs are dropped): a
+            compiled model (:func:`edc_lab.acceleration.compile_model`) then sees one shape
+            and compiles once. In eval mode each tile is computed on its own, so the padding
+            does not change the real tiles' outputs.
     """
-    model.eval()
+    tiles = model if isinstance(getattr(model, "_orig_mod", model), TileOutputs) else TileOutputs(model)
+    tiles.eval()
     device = torch.device(device)
     tile_h, tile_w = min(tile, height), min(tile, width)
     weight = blend_weights(tile_h, tile_w)
@@ -187,7 +217,7 @@ def blend_rows(
     inputs: list[RollingRows] | None = None
     sums: list[RollingRows] | None = None  # weights, probabilities[, cloud-free], rows done .. done + n
     done = 0  # rows above `done` have been yielded
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else torch.autocast(device.type, enabled=False)
+    autocast = autocast_context(device, amp_dtype)
     for index, chunk in enumerate(chunks):
         low, high = chunk[0][0], chunk[-1][0] + tile_h
         if inputs is not None:
@@ -209,10 +239,14 @@ def blend_rows(
         offset = inputs[0].lo
         optical_batch = torch.stack([optical[:, r - offset:r - offset + tile_h, c:c + tile_w] for r, c in chunk])
         sar_batch = torch.stack([sar[:, r - offset:r - offset + tile_h, c:c + tile_w] for r, c in chunk])
+        if full_batches and len(chunk) < batch_size:  # one shape for a compiled model
+            padding = batch_size - len(chunk)
+            optical_batch = torch.cat([optical_batch, optical_batch[-1:].expand(padding, -1, -1, -1)])
+            sar_batch = torch.cat([sar_batch, sar_batch[-1:].expand(padding, -1, -1, -1)])
         with autocast:
-            outputs = model(optical_batch.to(device), sar_batch.to(device))
-        probabilities = torch.softmax(outputs["logits"].double(), dim=1).cpu()
-        estimate = outputs.get("cloudfree") if cloudfree else None
+            probabilities, estimate = tiles(optical_batch.to(device), sar_batch.to(device))
+        probabilities = probabilities[:len(chunk)].cpu()
+        estimate = estimate[:len(chunk)] if cloudfree and estimate is not None else None
         if sums is None:
             channels = [1, probabilities.shape[1]] + ([estimate.shape[1]] if estimate is not None else [])
             sums = [RollingRows(c, width, torch.float64) for c in channels]
@@ -222,7 +256,7 @@ def blend_rows(
         weight_sum, probability_sum, *cloudfree_sum = (buffer.rows() for buffer in sums)
         for i, (row, col) in enumerate(chunk):
             rows, cols = slice(row - done, row - done + tile_h), slice(col, col + tile_w)
-            probability_sum[:, rows, cols] += probabilities[i] * weight
+            probability_sum[:, rows, cols] += probabilities[i].double() * weight
             weight_sum[0, rows, cols] += weight
             if cloudfree_sum:
                 cloudfree_sum[0][:, rows, cols] += estimate[i].double().cpu() * weight
@@ -255,6 +289,7 @@ def blend_scene(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     cloudfree: bool = True,
+    full_batches: bool = False,
 ) -> dict[str, torch.Tensor | None]:
     """Blend a model's predictions over overlapping tiles of one scene held in memory.
 
@@ -273,7 +308,7 @@ def blend_scene(
     height, width = optical.shape[-2:]
     bands = list(blend_rows(model, height, width, lambda lo, hi: (optical[:, lo:hi], sar[:, lo:hi]), tile=tile,
                             overlap=overlap, batch_size=batch_size, device=device, amp_dtype=amp_dtype,
-                            cloudfree=cloudfree))
+                            cloudfree=cloudfree, full_batches=full_batches))
     cloudfree = [band[2] for band in bands]
     return {"probabilities": torch.cat([band[1] for band in bands], dim=1),
             "cloudfree": torch.cat(cloudfree, dim=1) if cloudfree[0] is not None else None}

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-seed", type=int, help="seed of the synthetic scenes")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision on GPU")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the model (and the teacher): a few minutes of compiling on a CPU first, "
+                             "then faster steps; see benchmarks/RESULTS.md for when it pays")
     parser.add_argument("--train-count", type=int, help="synthetic training scenes")
     parser.add_argument("--val-count", type=int, help="synthetic validation scenes")
     parser.add_argument("--val-split", help="validation split (default: val for synthetic, test for real data)")
@@ -76,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
         "stage", "model", "data", "root", "out", "steps", "size", "batch_size", "lr", "teacher", "resume", "seed",
         "data_seed", "device", "amp", "train_count", "val_count", "val_split", "cloud_cover", "lambda_cr", "lambda_kd",
         "lambda_kl", "lambda_cloud", "kd_region", "temperature", "eval_every", "checkpoint_every", "num_workers",
-        "progress", "augment",
+        "progress", "augment", "compile",
     )
     overrides = {name: getattr(args, name, None) for name in names}
     overrides["scene_family"] = getattr(args, "scene_family", None)

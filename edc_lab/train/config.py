@@ -96,6 +96,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     amp: str = "auto"  # "auto" (bf16 on GPUs that have it, else fp16; off on CPU) | "bf16" | "fp16" | "off"
     deterministic: bool = True  # torch.use_deterministic_algorithms on CPU
+    compile: bool = False  # torch.compile the student (and teacher): pays after a few hundred steps (RESULTS.md)
     num_workers: int = 0
     eval_every: int = 100  # steps between validations (0 = only at the end)
     checkpoint_every: int = 100  # steps between checkpoints (the last step always writes one)

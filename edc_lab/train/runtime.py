@@ -14,6 +14,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+# the autocast dtype of a device lives at layer 0 (prediction and training both use it)
+from edc_lab.acceleration import native_bf16, resolve_amp  # noqa: F401
+
 
 def seed_everything(seed: int) -> None:
     """Seed torch, NumPy and Python's ``random`` (CPU and all GPUs)."""
@@ -33,22 +36,6 @@ def deterministic_mode(enabled: bool):
         yield
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: None on CPU or with ``"off"``; bf16 where the GPU computes it natively
-    (Ampere and newer), else fp16 (V100, T4: their bf16 is only emulated, and slow)."""
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "bf16" or (amp == "auto" and native_bf16(device)):
-        return torch.bfloat16
-    return torch.float16
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the GPU ``device`` computes bf16 in hardware (compute capability 8.0 or newer)."""
-    major, _ = torch.cuda.get_device_capability(device)
-    return major >= 8
 
 
 def progress_bar(iterable, enabled: bool, description: str, total: int | None = None, initial: int = 0):
