@@ -186,3 +186,46 @@ def test_compiled_training_follows_the_eager_losses_and_saves_the_bare_model(tmp
     assert not any(key.startswith("_orig_mod") for key in payload["model"])  # the bare model was saved
     model, _ = load_checkpoint(compiled_path)  # loads into a plain model
     assert set(model.state_dict()) == set(torch.load(eager_path, map_location="cpu", weights_only=True)["model"])
+
+
+# --------------------------------------------------------------------------- reading ahead
+def test_reading_ahead_asks_for_the_same_bands_and_gives_the_same_numbers():
+    import threading
+
+    from edc_lab.predict import blend_rows
+
+    generator = torch.Generator().manual_seed(3)
+    optical, sar = torch.rand(4, 150, 90, generator=generator), torch.rand(2, 150, 90, generator=generator)
+    calls, results = {}, {}
+    for ahead in (False, True):
+        calls[ahead] = []
+
+        def read_rows(row0, row1, seen=calls[ahead]):
+            seen.append((row0, row1, threading.current_thread().name))
+            return optical[:, row0:row1], sar[:, row0:row1]
+
+        results[ahead] = list(blend_rows(_RecordShapes(), 150, 90, read_rows, tile=40, overlap=8, batch_size=2,
+                                         read_ahead=ahead))
+    assert [call[:2] for call in calls[True]] == [call[:2] for call in calls[False]]  # same bands, same order
+    assert all(call[2].startswith("edc-lab-read") for call in calls[True])  # ... read in the second thread
+    assert len(results[True]) == len(results[False]) > 3
+    for (row, probabilities, cloudfree), (row_, probabilities_, cloudfree_) in zip(results[True], results[False]):
+        assert row == row_ and torch.equal(probabilities, probabilities_) and torch.equal(cloudfree, cloudfree_)
+
+
+def test_a_failed_read_ahead_raises_in_the_caller_and_reads_nothing_more():
+    from edc_lab.predict.tiling import read_ahead_rows
+
+    calls = []
+
+    def read_rows(row0, row1):
+        calls.append(row0)
+        if row0 == 20:
+            raise OSError(f"rows {row0}-{row1}: corrupt block")
+        return row0
+
+    reads = read_ahead_rows(read_rows, [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50)])
+    assert next(reads) == 0 and next(reads) == 10
+    with pytest.raises(OSError, match="rows 20-30: corrupt block"):
+        next(reads)
+    assert calls == [0, 10, 20]  # the failure stops the reading: (30, 40) was never asked for

@@ -204,3 +204,44 @@ def test_attainable_throughput_by_its_flop_count():
     rows = [{"flops": 2e9, "median_ms": 100.0}]
     bench.add_efficiency(rows, {"attainable_gflops": 40.0})
     assert rows[0]["achieved_gflops"] == pytest.approx(20.0) and rows[0]["attainable_share"] == pytest.approx(0.5)
+    rows = [{"flops": 2e9, "median_ms": 100.0, "precision": "fp32"}, {"flops": 2e9, "median_ms": 100.0, "precision": "bf16"}]
+    bench.add_efficiency(rows, {"attainable_gflops": 40.0}, {"attainable_gflops": 80.0})  # bf16 rows: bf16's limit
+    assert [row["attainable_share"] for row in rows] == [pytest.approx(0.5), pytest.approx(0.25)]
+    half = bench.attainable_throughput(repeats=1, warmup=0, matmul_side=64, conv_channels=8, conv_side=16,
+                                       dtype=torch.bfloat16)
+    assert half["dtype"] == "bfloat16" and half["matmul_gflops"] > 0 and result["dtype"] == "float32"
+
+
+def test_variant_ratios_by_hand_and_reference_ratios_within_a_variant():
+    rows = [
+        {"model": "a", "size": 64, "execution": "eager", "precision": "fp32", "parameters": 10, "median_ms": 6.0,
+         "times_ms": [6.0, 6.0, 9.0]},
+        {"model": "a", "size": 64, "execution": "compiled", "precision": "fp32", "parameters": 10, "median_ms": 3.0,
+         "times_ms": [3.0, 2.0, 3.0], "first_call_s": 80.0},
+        {"model": "ref", "size": 64, "execution": "eager", "precision": "fp32", "parameters": 40, "median_ms": 12.0,
+         "times_ms": [12.0, 12.0, 12.0]},
+        {"model": "ref", "size": 64, "execution": "compiled", "precision": "fp32", "parameters": 40, "median_ms": 4.0,
+         "times_ms": [4.0, 4.0, 4.0], "first_call_s": 90.0},
+    ]
+    bench.add_reference_ratios(rows, "ref")
+    eager, compiled = rows[0], rows[1]
+    assert eager["speedup"] == 2.0 and compiled["speedup"] == 4.0 / 3.0  # each against ref run the same way
+    assert compiled["paired_speedup"] == pytest.approx(4.0 / 3.0)  # median of 4/3, 2, 4/3
+    assert "variant_speedup" not in eager  # eager fp32 is the baseline of its model
+    assert compiled["variant_speedup"] == 2.0 and compiled["paired_variant_speedup"] == 3.0  # median of 2, 3, 3
+    table = bench.format_table([{**row, "iqr_ms": 0.0, "min_ms": 1.0, "batch": 1, "flops": 1e9, "peak_bytes": None}
+                                for row in rows])
+    line = next(line for line in table.splitlines() if line.startswith("a ") and "compiled" in line)
+    assert "compiled fp32" in line and line.split()[-3:] == ["3.00x", "80", "s"]  # paired vs eager, first call
+
+
+def test_benchmark_models_times_each_precision_interleaved(monkeypatch):
+    import edc_lab.acceleration as acceleration
+
+    monkeypatch.setattr(acceleration, "cpu_bf16_features", lambda: {"avx512_bf16": True, "amx": False})
+    rows = bench.benchmark_models(["edc_tiny"], [32], repeats=2, warmup=0, memory=False, precisions=("fp32", "bf16"))
+    assert [(row["execution"], row["precision"]) for row in rows] == [("eager", "fp32"), ("eager", "bf16")]
+    assert rows[0]["flops"] == rows[1]["flops"] and all(len(row["times_ms"]) == 2 for row in rows)
+    assert all(row["first_call_s"] is None for row in rows)  # nothing compiled
+    with pytest.raises(ValueError, match=r"--precision: expected fp32 and/or bf16, found \['fp16'\]"):
+        bench.benchmark_models(["edc_tiny"], [32], precisions=("fp16",))

@@ -161,7 +161,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_attainable:
             print("measuring the attainable GFLOP/s (matrix product, convolution)", file=sys.stderr, flush=True)
             attainable = attainable_throughput(args.device, repeats=args.repeats, warmup=max(args.warmup, 1))
-            add_efficiency(rows, attainable)
+            attainable_bf16 = None
+            if "bf16" in args.precision:
+                attainable_bf16 = attainable_throughput(args.device, repeats=args.repeats, warmup=max(args.warmup, 1),
+                                                        dtype=torch.bfloat16)
+                result["attainable_bf16"] = attainable_bf16
+            add_efficiency(rows, attainable, attainable_bf16)
             result["attainable"] = attainable
         result["rows"] = rows
         result["reference"] = reference
@@ -170,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"attainable on this machine ({result['attainable']['threads']} threads): matrix product "
                   f"{result['attainable']['matmul_gflops']:.1f} GFLOP/s, convolution "
                   f"{result['attainable']['conv_gflops']:.1f} GFLOP/s; share = a model's GFLOP/s / the larger")
+        if "attainable_bf16" in result:
+            print(f"attainable in bf16: matrix product {result['attainable_bf16']['matmul_gflops']:.1f} GFLOP/s, "
+                  f"convolution {result['attainable_bf16']['conv_gflops']:.1f} GFLOP/s (the share of bf16 rows)")
     if args.out:
         from edc_lab.data.outputs import atomic_output
 

@@ -242,12 +242,14 @@ def add_variant_ratios(rows: list[dict]) -> None:
         row["paired_variant_speedup"] = _paired(base["times_ms"], row["times_ms"])
 
 
-def add_efficiency(rows: list[dict], attainable: dict) -> None:
+def add_efficiency(rows: list[dict], attainable: dict, attainable_bf16: dict | None = None) -> None:
     """Add ``achieved_gflops`` (FLOPs / median time) and ``attainable_share`` (of
-    ``attainable["attainable_gflops"]``, from ``measure.attainable_throughput``) to each row, in place."""
+    ``attainable["attainable_gflops"]``, from ``measure.attainable_throughput``) to each row, in place;
+    a bf16 row's share is of ``attainable_bf16`` when it is given (the same operations in bf16)."""
     for row in rows:
+        limit = attainable_bf16 if attainable_bf16 is not None and row.get("precision") == "bf16" else attainable
         row["achieved_gflops"] = row["flops"] / (row["median_ms"] / 1000.0) / 1e9
-        row["attainable_share"] = row["achieved_gflops"] / attainable["attainable_gflops"]
+        row["attainable_share"] = row["achieved_gflops"] / limit["attainable_gflops"]
 
 
 def format_table(rows: list[dict]) -> str:

@@ -233,22 +233,26 @@ CONV_CHANNELS, CONV_SIDE = 256, 128
 
 
 def attainable_throughput(device="cpu", repeats: int = 5, warmup: int = 2, matmul_side: int = MATMUL_SIDE,
-                          conv_channels: int = CONV_CHANNELS, conv_side: int = CONV_SIDE) -> dict:
+                          conv_channels: int = CONV_CHANNELS, conv_side: int = CONV_SIDE,
+                          dtype: torch.dtype = torch.float32) -> dict:
     """What this machine attains on the two operations that dominate the models: GFLOP/s of a large
     fp32 matrix product (``torch.mm``, ``matmul_side``³) and of a large 3×3 convolution
     (``conv_channels`` → ``conv_channels`` on ``conv_side``², batch 1, padding 1), each the median of
     ``repeats`` calls after ``warmup``, with the threads torch uses now.
 
+    ``dtype=torch.bfloat16`` measures the same two operations in bf16 (the attainable of bf16
+    rows: AVX-512 BF16 / AMX kernels on CPUs that have them).
+
     Returns ``{"matmul_gflops", "conv_gflops", "attainable_gflops" (the larger), "matmul_side",
-    "conv_channels", "conv_side", "threads"}``. A model's achieved GFLOP/s divided by
+    "conv_channels", "conv_side", "threads", "dtype"}``. A model's achieved GFLOP/s divided by
     ``attainable_gflops`` is the share of the machine it uses (``add_efficiency``): not the
     hardware's theoretical peak, but what PyTorch's own best kernels reach on it.
     """
     generator = torch.Generator().manual_seed(0)
-    a = torch.rand(matmul_side, matmul_side, generator=generator).to(device)
-    b = torch.rand(matmul_side, matmul_side, generator=generator).to(device)
-    image = torch.rand(1, conv_channels, conv_side, conv_side, generator=generator).to(device)
-    weight = torch.rand(conv_channels, conv_channels, 3, 3, generator=generator).to(device)
+    a = torch.rand(matmul_side, matmul_side, generator=generator).to(device, dtype)
+    b = torch.rand(matmul_side, matmul_side, generator=generator).to(device, dtype)
+    image = torch.rand(1, conv_channels, conv_side, conv_side, generator=generator).to(device, dtype)
+    weight = torch.rand(conv_channels, conv_channels, 3, 3, generator=generator).to(device, dtype)
 
     def matmul():
         return torch.mm(a, b)
@@ -268,4 +272,5 @@ def attainable_throughput(device="cpu", repeats: int = 5, warmup: int = 2, matmu
         "conv_channels": conv_channels,
         "conv_side": conv_side,
         "threads": torch.get_num_threads(),
+        "dtype": str(dtype).replace("torch.", ""),
     }

@@ -20,6 +20,7 @@ Every file is written to a temporary name in its folder, then renamed
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -201,24 +202,27 @@ class Predictor:
         """(the bands of :func:`blend_rows` over the reader, nodata lookup by rows) for one streamed scene."""
         height, width = reader.shape
         nodata_parts: dict[int, np.ndarray] = {}  # first row -> nodata of the rows read there, until written
+        lock = threading.Lock()  # the next band is read in a second thread (blend_rows' read_ahead)
 
         def read_rows(row0: int, row1: int) -> tuple[torch.Tensor, torch.Tensor]:
             optical, sar, nodata, _ = reader.read(row0, row1)
-            nodata_parts[row0] = nodata
+            with lock:
+                nodata_parts[row0] = nodata
             release_free_memory()
             return torch.from_numpy(optical), torch.from_numpy(sar)
 
         def nodata_rows(row0: int, row1: int) -> np.ndarray:
-            rows = np.concatenate([nodata_parts[start] for start in sorted(nodata_parts)])
-            first = min(nodata_parts)
-            wanted = rows[row0 - first:row1 - first]
-            for start in [start for start in nodata_parts if start + len(nodata_parts[start]) <= row1]:
-                del nodata_parts[start]  # every row of this part is written
+            with lock:
+                starts = [start for start in sorted(nodata_parts) if start < row1]  # not a band read ahead
+                rows = np.concatenate([nodata_parts[start] for start in starts])
+                wanted = rows[row0 - starts[0]:row1 - starts[0]]
+                for start in [start for start in starts if start + len(nodata_parts[start]) <= row1]:
+                    del nodata_parts[start]  # every row of this part is written
             return wanted
 
         bands = blend_rows(self.forward_model, height, width, read_rows, tile=self.tile, overlap=self.overlap,
                            batch_size=self.batch_size, device=self.device, amp_dtype=self.amp_dtype,
-                           cloudfree=cloudfree, full_batches=self.compiled)
+                           cloudfree=cloudfree, full_batches=self.compiled, read_ahead=True)
         return bands, nodata_rows
 
 

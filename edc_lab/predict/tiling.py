@@ -179,6 +179,7 @@ def blend_rows(
     amp_dtype: torch.dtype | None = None,
     cloudfree: bool = True,
     full_batches: bool = False,
+    read_ahead: bool = False,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
     """Blend a model's predictions over overlapping tiles, yielding rows as soon as they are final.
 
@@ -205,6 +206,10 @@ def blend_rows(
             compiled model (:func:`edc_lab.acceleration.compile_model`) then sees one shape
             and compiles once. In eval mode each tile is computed on its own, so the padding
             does not change the real tiles' outputs.
+        read_ahead: call ``read_rows`` for the next band of rows in a second thread while
+            the model computes this one (:func:`read_ahead_rows`): reading and aligning a band
+            (GDAL, which releases the GIL) overlaps the model. Same calls, same order, same
+            numbers; one more band of inputs in memory.
     """
     tiles = model if isinstance(getattr(model, "_orig_mod", model), TileOutputs) else TileOutputs(model)
     tiles.eval()
@@ -218,14 +223,16 @@ def blend_rows(
     sums: list[RollingRows] | None = None  # weights, probabilities[, cloud-free], rows done .. done + n
     done = 0  # rows above `done` have been yielded
     autocast = autocast_context(device, amp_dtype)
+    plan = planned_reads(chunks, tile_h)
+    reads = read_ahead_rows(read_rows, plan) if read_ahead else (read_rows(*rows) for rows in plan)
     for index, chunk in enumerate(chunks):
         low, high = chunk[0][0], chunk[-1][0] + tile_h
         if inputs is not None:
             for buffer in inputs:
                 buffer.forget(low)
         if inputs is None or high > inputs[0].hi:
+            parts = next(reads)
             start = low if inputs is None else max(low, inputs[0].hi)
-            parts = read_rows(start, high)
             if inputs is None:
                 inputs = [RollingRows(part.shape[0], part.shape[2], part.dtype) for part in parts]
                 for buffer in inputs:
@@ -270,6 +277,33 @@ def blend_rows(
                 buffer.forget(final)
             done = final
             release_free_memory()
+
+
+def planned_reads(chunks: list[list[tuple[int, int]]], tile_h: int) -> list[tuple[int, int]]:
+    """The ``(row0, row1)`` bands :func:`blend_rows` reads, in order, for its batches of tiles ``chunks``:
+    a batch needs rows up to its tiles' bottom; rows read before are not read again."""
+    plan: list[tuple[int, int]] = []
+    for chunk in chunks:
+        low, high = chunk[0][0], chunk[-1][0] + tile_h
+        if not plan or high > plan[-1][1]:
+            plan.append((low if not plan else max(low, plan[-1][1]), high))
+    return plan
+
+
+def read_ahead_rows(read_rows: Callable[[int, int], tuple], plan: list[tuple[int, int]]) -> Iterator[tuple]:
+    """``read_rows(*band)`` for each band of ``plan`` in order, the next one read in a second thread
+    while the caller works on the current one. An error of a read is raised where its result is
+    taken; when the caller stops early, the read in flight is waited for, then nothing more is read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not plan:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edc-lab-read") as pool:
+        pending = pool.submit(read_rows, *plan[0])
+        for following in plan[1:] + [None]:
+            result = pending.result()
+            pending = pool.submit(read_rows, *following) if following is not None else None
+            yield result
 
 
 def _divide(total: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
