@@ -31,6 +31,11 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+#: the compiled versions dynamo keeps per code object (its default, 8, is passed by a bench of three
+#: models at two sizes in two precisions, and it then runs the rest eager without an error)
+RECOMPILE_LIMIT = 64
+
+
 class AccelerationError(ValueError):
     """An acceleration option this machine cannot honour (no native bf16, no C++ compiler)."""
 
@@ -146,9 +151,13 @@ def compile_model(model: torch.nn.Module, *, inference: bool = False, device: to
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
+    import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
     inductor_config.fx_graph_cache = True  # compiled graphs are kept on disk and reused by later processes
+    # one compiled version per model, shape and precision is kept per code object (TileOutputs.forward
+    # serves every model): dynamo's default of 8 would silently fall back to eager beyond that
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
     return torch.compile(model, dynamic=False, options={"freezing": True} if inference else None)
 
 

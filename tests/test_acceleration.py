@@ -229,3 +229,15 @@ def test_a_failed_read_ahead_raises_in_the_caller_and_reads_nothing_more():
     with pytest.raises(OSError, match="rows 20-30: corrupt block"):
         next(reads)
     assert calls == [0, 10, 20]  # the failure stops the reading: (30, 40) was never asked for
+
+
+def test_compile_model_raises_dynamos_recompile_limit_so_many_shapes_stay_compiled():
+    import torch._dynamo.config as dynamo_config
+
+    previous = dynamo_config.recompile_limit
+    try:
+        dynamo_config.recompile_limit = 8
+        compile_model(torch.nn.Linear(2, 2))
+        assert dynamo_config.recompile_limit == acceleration.RECOMPILE_LIMIT >= 3 * 2 * 2 * 2  # models, sizes, precisions, batches
+    finally:
+        dynamo_config.recompile_limit = previous
