@@ -245,3 +245,32 @@ def test_benchmark_models_times_each_precision_interleaved(monkeypatch):
     assert all(row["first_call_s"] is None for row in rows)  # nothing compiled
     with pytest.raises(ValueError, match=r"--precision: expected fp32 and/or bf16, found \['fp16'\]"):
         bench.benchmark_models(["edc_tiny"], [32], precisions=("fp16",))
+
+
+def test_used_parameters_count_the_prediction_not_diagnostic_lists():
+    class WithDiagnostics(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(3, 2)   # 8 parameters: the logits
+            self.gate = nn.Linear(3, 1)   # 4 parameters: only a diagnostic list shows it
+
+        def forward(self, x):
+            return {"logits": self.head(x), "cloudfree": None, "gates": [torch.sigmoid(self.gate(x))]}
+
+    assert bench.used_parameters(WithDiagnostics(), (torch.rand(4, 3),)) == 8
+    model = nn.Linear(3, 5)  # a bare tensor output
+    assert bench.used_parameters(model, (torch.rand(2, 3),)) == 20
+
+
+def test_used_parameters_leave_out_cloudsegs_last_sar_gate():
+    """CloudSeg's last fusion computes a SAR gate that no prediction uses (test_models' budget test
+    leaves it out too): the bench's forward-used count agrees with that test's."""
+    from edc_lab.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cloudseg_ref", widths=(16, 32, 48, 64), depths=(1, 1, 1, 1), heads=(1, 1, 2, 2),
+                        decoder_widths=(32, 16, 16, 8, 8))
+    gate = sum(p.numel() for name, p in model.named_parameters() if name.startswith("fusions.3.sar_gate"))
+    assert gate > 0
+    used = bench.used_parameters(model, (torch.rand(1, 4, 64, 64), torch.rand(1, 2, 64, 64)))
+    assert used <= bench.count_parameters(model) - gate

@@ -200,13 +200,27 @@ def peak_memory(fn: Callable[[], object], device="cpu") -> dict:
     return {"peak_bytes": int(tracker.peak_bytes), "method": "peak live tensor bytes (TorchDispatchMode)"}
 
 
+def _prediction_outputs(outputs) -> list:
+    """The outputs a prediction is made of: the tensor itself, the tensors of a tuple, or the tensor
+    *values* of a dict (``logits``, ``cloudfree``); diagnostic lists such as a model's ``gates`` or
+    ``features`` are not outputs."""
+    if isinstance(outputs, dict):
+        return [value for value in outputs.values() if isinstance(value, torch.Tensor)]
+    if isinstance(outputs, (tuple, list)):
+        return [value for value in outputs if isinstance(value, torch.Tensor)]
+    return [outputs]
+
+
 def used_parameters(model: torch.nn.Module, inputs: Sequence) -> int:
     """Parameters an output of ``model(*inputs)`` depends on: those that receive a gradient when the
-    sum of every floating output is back-propagated (one forward + backward, gradients cleared after).
+    sum of every floating output tensor is back-propagated (one forward + backward, gradients cleared
+    after). The outputs are the tensors a model returns, or the tensor values of its dict
+    (``logits``, ``cloudfree``); diagnostic lists (``gates``, ``features``) are not outputs.
 
-    A parameter that is built but never reaches an output (e.g. a head the model does not call)
-    is left out; this is the count to compare between models ("forward-used"). Which parameters
-    are used does not depend on the input size, so small ``inputs`` suffice.
+    A parameter that is built but never reaches an output (e.g. a head the model does not call, or
+    CloudSeg's last SAR gate, which only a diagnostic list shows) is left out; this is the count to
+    compare between models ("forward-used"). Which parameters are used does not depend on the input
+    size, so small ``inputs`` suffice.
     """
     previous = {name: parameter.grad for name, parameter in model.named_parameters()}
     was_training = model.training
@@ -214,7 +228,7 @@ def used_parameters(model: torch.nn.Module, inputs: Sequence) -> int:
     try:
         with torch.enable_grad():
             outputs = model(*inputs)
-            loss = sum(leaf.float().sum() for leaf in tree_leaves(outputs) if _is_float_tensor(leaf))
+            loss = sum(leaf.float().sum() for leaf in _prediction_outputs(outputs) if _is_float_tensor(leaf))
             loss.backward()
         # a parameter whose gradient is exactly zero everywhere is still used (e.g. a gate that
         # saturates on this input): what counts is that the graph reaches it
