@@ -3,9 +3,10 @@ bf16 autocast on CPUs that compute bf16 natively (:func:`resolve_precision`, ``-
 
 * **Compiling** (``torch.compile``, inductor's CPU backend: C++ built with the system's
   compiler) turns the model's many small operations into fused kernels. The first call at a
-  new input shape compiles (about a minute or two per shape on a 2-core CPU); later calls at
-  that shape reuse the compiled code, and inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``,
-  :func:`inductor_cache_dir`) lets a *second process* skip most of the work. Shapes are
+  new input shape compiles (2–4 minutes per shape on one busy core of the 2-core CPU); later
+  calls at that shape reuse the compiled code, and inductor's on-disk cache
+  (``TORCHINDUCTOR_CACHE_DIR``, :func:`inductor_cache_dir`) lets a *second process* start in
+  under a minute. Shapes are
   fixed (``dynamic=False``): a new tile size or batch compiles again, so streaming prediction
   pads a short last batch to the full batch (:func:`edc_lab.predict.tiling.blend_rows`).
   The compiled model computes the same function; its outputs differ from eager by round-off
@@ -29,7 +30,6 @@ import torch
 #: the ``--precision`` choices: ``auto`` = fp32 on a CPU, the GPU's mixed precision on CUDA
 #: (:func:`resolve_amp`); ``fp32`` = no autocast; ``bf16`` = bf16 autocast
 PRECISIONS = ("auto", "fp32", "bf16")
-
 
 #: the compiled versions dynamo keeps per code object (its default, 8, is passed by a bench of three
 #: models at two sizes in two precisions, and it then runs the rest eager without an error)
