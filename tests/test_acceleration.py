@@ -2,8 +2,8 @@
 batch a compiled model sees, and one compiled prediction against eager (two processes sharing inductor's
 disk cache: the second must be served from it).
 
-Two tests compile (a few minutes together on CI's 2 cores): the prediction against eager in two processes,
-and three training steps against eager; every other test runs eager.
+One test compiles (about two minutes on CI's 2 cores): the prediction against eager in two processes;
+every other test runs eager. Compiled training is refused as not working yet (tested).
 """
 
 from __future__ import annotations
@@ -168,24 +168,14 @@ def test_compiled_prediction_agrees_with_eager_and_a_second_process_uses_the_cac
     assert any((tmp_path / "inductor").rglob("*.so"))
 
 
-def test_compiled_training_follows_the_eager_losses_and_saves_the_bare_model(tmp_path):
-    from edc_lab.train import load_checkpoint, make_config, train
+def test_compiled_training_is_refused_as_not_working_yet(capsys):
+    from edc_lab.cli import main
+    from edc_lab.train import make_config
 
-    runs = {}
-    for compiled in (False, True):
-        out = tmp_path / ("compiled" if compiled else "eager")
-        config = make_config(profile="cpu-quick", stage="teacher", size=32, batch_size=2, steps=3, train_count=4,
-                             val_count=2, eval_every=0, checkpoint_every=3, out=str(out), progress=False,
-                             compile=compiled)
-        history = train(config)
-        runs[compiled] = ([record["loss"] for record in history if record["split"] == "train"], out / "last.pt")
-    (eager_losses, eager_path), (compiled_losses, compiled_path) = runs[False], runs[True]
-    # the same steps on the same batches: the losses differ by the round-off of fused kernels only
-    assert np.allclose(compiled_losses, eager_losses, rtol=1e-3, atol=0), (compiled_losses, eager_losses)
-    payload = torch.load(compiled_path, map_location="cpu", weights_only=True)
-    assert not any(key.startswith("_orig_mod") for key in payload["model"])  # the bare model was saved
-    model, _ = load_checkpoint(compiled_path)  # loads into a plain model
-    assert set(model.state_dict()) == set(torch.load(eager_path, map_location="cpu", weights_only=True)["model"])
+    with pytest.raises(ValueError, match=r"compile: expected False, found True; compiled training is not working yet"):
+        make_config(profile="cpu-quick", compile=True)
+    assert main(["train", "--profile", "cpu-quick", "--steps", "1", "--compile"]) == 2
+    assert "compiled training is not working yet" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- reading ahead

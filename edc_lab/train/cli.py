@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision on GPU")
     parser.add_argument("--compile", action="store_true", default=None,
-                        help="torch.compile the model (and the teacher): a few minutes of compiling on a CPU first, "
-                             "then faster steps; see benchmarks/RESULTS.md for when it pays")
+                        help="torch.compile for training: NOT WORKING YET and refused (a compiled run was found "
+                             "whose weights got no gradient; benchmarks/RESULTS.md)")
     parser.add_argument("--train-count", type=int, help="synthetic training scenes")
     parser.add_argument("--val-count", type=int, help="synthetic validation scenes")
     parser.add_argument("--val-split", help="validation split (default: val for synthetic, test for real data)")

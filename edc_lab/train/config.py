@@ -96,7 +96,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     amp: str = "auto"  # "auto" (bf16 on GPUs that have it, else fp16; off on CPU) | "bf16" | "fp16" | "off"
     deterministic: bool = True  # torch.use_deterministic_algorithms on CPU
-    compile: bool = False  # torch.compile the student (and teacher): pays after a few hundred steps (RESULTS.md)
+    compile: bool = False  # torch.compile for training: NOT WORKING YET, refused (see validate and RESULTS.md)
     num_workers: int = 0
     eval_every: int = 100  # steps between validations (0 = only at the end)
     checkpoint_every: int = 100  # steps between checkpoints (the last step always writes one)
@@ -122,6 +122,11 @@ class TrainConfig:
                 bound = f"> {low}" if low_open else f">= {low}"
                 limit = f" and <= {high}" if math.isfinite(high) else ""
                 raise ValueError(f"{name}: expected a finite number {bound}{limit}, found {value!r}")
+        if self.compile:
+            raise ValueError(
+                "compile: expected False, found True; compiled training is not working yet: a compiled run was "
+                "found whose steps gave the weights no gradient (gradient norm 0, cpu-quick at 32x32, batch 2; "
+                "benchmarks/RESULTS.md, 'Compiled training'). Train without it; edc-lab predict --compile works")
         deepest = math.ceil(self.size / 32) ** 2  # values per channel of a batch-norm at stride 32
         if self.batch_size * deepest < 2:
             raise ValueError(

@@ -159,12 +159,6 @@ def build_state(config: TrainConfig, context: distributed.DistributedContext, in
         state.history = list(resume_from.get("history") or [])
         state.last_good = state.start_step
     state.wrapped = distributed.wrap_model(model, context)
-    if config.compile:  # the training forward passes go through compiled wrappers; the bare model is saved
-        from edc_lab.acceleration import compile_model
-
-        state.wrapped = compile_model(state.wrapped, device=device)
-        if state.teacher is not None:
-            state.teacher = compile_model(state.teacher, inference=True, device=device)  # frozen: its weights never change
     return state
 
 
