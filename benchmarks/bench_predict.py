@@ -249,22 +249,14 @@ def _record(args, argv, results: list[dict]) -> None:
     """Append this run (command, torch, CPU, results) to ``args.json``."""
     import torch
 
+    from edc_lab.acceleration import cpu_name
+
     record = {"command": "benchmarks/bench_predict.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "torch": torch.__version__, "cpu": _cpu_name(), "results": results}
+              "torch": torch.__version__, "cpu": cpu_name(), "results": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": []}
     previous["runs"].append(record)
     args.json.write_text(json.dumps(previous, indent=1) + "\n")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
